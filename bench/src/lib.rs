@@ -1,0 +1,1 @@
+//! The benchmark harness behind `sandbox bench` (filled in by the bench issue).

@@ -1,0 +1,1 @@
+//! The namespace container launcher behind `sandbox run --mode container`.

@@ -1,0 +1,37 @@
+//! The command line: one file per subcommand, each a thin layer over the library crates.
+
+mod doctor;
+mod image;
+mod kernel;
+
+use clap::{Parser, Subcommand};
+
+/// Run the same workload in a tiny KVM microVM and in a namespace container, and measure the
+/// difference.
+#[derive(Debug, Parser)]
+#[command(name = "sandbox", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check this host: KVM kind (hardware or PVM), cgroups, namespaces, overlayfs, tun, tools.
+    Doctor(doctor::Args),
+    /// Manage the image store (OCI layout under $SANDBOX_HOME/images).
+    #[command(subcommand)]
+    Image(image::Command),
+    /// Build or locate the guest kernel (from Debian's linux-source-6.1, cached by content).
+    #[command(subcommand)]
+    Kernel(kernel::Command),
+}
+
+/// Runs the parsed command; returns the process exit status.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Doctor(args) => doctor::run(args),
+        Command::Image(cmd) => image::run(cmd),
+        Command::Kernel(cmd) => kernel::run(cmd),
+    }
+}

@@ -1,0 +1,1 @@
+//! The KVM microVM monitor behind `sandbox run --mode vm` (filled in by the VM-mode issue).

@@ -1,10 +1,7 @@
-//! Everything that runs inside a sandbox, identical in both modes, and the host-side builders of
-//! what it runs on.
-//!
-//! Inside (the static `sandbox-guest` binary): [`init`] (PID 1) and [`workloads`].
-//! Shared by host and guest: [`protocol`].
-//! Host side: [`image`] (OCI image store), [`kernel`] (guest kernel build), [`disk`] (ext4 root
-//! disks), [`paths`] (where state and caches live).
+//! What runs inside a sandbox, identical in both modes: the static `sandbox-guest` program
+//! ([`init`] as PID 1, and the [`workloads`]), plus what host and guest share: the [`protocol`]
+//! and the host-side [`paths`]. The host-side builders of what it runs on live beside this crate:
+//! `image/` (OCI image store), `kernel/` (guest kernel), `disk/` (ext4 root disks).
 
 pub mod paths;
 pub mod protocol;

@@ -8,7 +8,9 @@ use std::env;
 use std::path::PathBuf;
 
 fn home_dir() -> PathBuf {
-    env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+    env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 /// The state directory: the image store (`images/`), unpacked layers (`layers/`), run dirs (`run/`).
@@ -42,7 +44,10 @@ pub fn guest_binary() -> Result<PathBuf, String> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!("{GUEST_BIN_ENV}={} is not a file: point it at a built sandbox-guest", p.display()))
+            Err(format!(
+                "{GUEST_BIN_ENV}={} is not a file: point it at a built sandbox-guest",
+                p.display()
+            ))
         };
     }
     let exe = env::current_exe().map_err(|e| format!("cannot find the running executable: {e}"))?;

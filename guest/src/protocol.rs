@@ -117,7 +117,9 @@ impl FromStr for ReadyChannel {
             Some(("fd", n)) => n.parse().map(ReadyChannel::Fd).map_err(|_| bad()),
             Some(("port", p)) => {
                 let p = p.trim_start_matches("0x");
-                u16::from_str_radix(p, 16).map(ReadyChannel::Port).map_err(|_| bad())
+                u16::from_str_radix(p, 16)
+                    .map(ReadyChannel::Port)
+                    .map_err(|_| bad())
             }
             _ => Err(bad()),
         }
@@ -240,7 +242,10 @@ mod tests {
 
     #[test]
     fn plan_block_round_trips_arguments_with_spaces_and_quotes() {
-        let mut plan = Plan::new(Mode::Vm, vec!["sh".into(), "-c".into(), "echo 'a  b' \"c\"".into()]);
+        let mut plan = Plan::new(
+            Mode::Vm,
+            vec!["sh".into(), "-c".into(), "echo 'a  b' \"c\"".into()],
+        );
         plan.net = Some(NetPlan {
             interface: "eth0".into(),
             address: Ipv4Addr::new(172, 30, 0, 2),
@@ -266,7 +271,11 @@ mod tests {
 
     #[test]
     fn ready_channel_parses_what_it_prints() {
-        for ch in [ReadyChannel::None, ReadyChannel::Fd(3), ReadyChannel::Port(exit_device::PORT)] {
+        for ch in [
+            ReadyChannel::None,
+            ReadyChannel::Fd(3),
+            ReadyChannel::Port(exit_device::PORT),
+        ] {
             assert_eq!(ch.to_string().parse::<ReadyChannel>().unwrap(), ch);
         }
         assert!("fd:x".parse::<ReadyChannel>().is_err());

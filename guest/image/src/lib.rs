@@ -1,0 +1,1 @@
+//! The image store: OCI image layout under $SANDBOX_HOME, layers unpacked once and shared.

@@ -1,0 +1,208 @@
+//! The filesystems init mounts: the API filesystems a VM's kernel leaves to user space, the
+//! volumes (block devices in a VM), and the few a container launcher may have left out.
+
+use crate::protocol::VolumePlan;
+use crate::workloads::info::mountinfo;
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
+use std::io;
+use std::path::Path;
+
+/// Why a mount did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("cannot create the mount point {target}: {source}")]
+    MountPoint { target: String, source: io::Error },
+    #[error("cannot mount {fstype} {source_name} on {target}: {errno}{hint}")]
+    Mount {
+        fstype: String,
+        source_name: String,
+        target: String,
+        errno: Errno,
+        hint: &'static str,
+    },
+}
+
+/// One filesystem to mount.
+struct Fs {
+    fstype: &'static str,
+    source: &'static str,
+    target: &'static str,
+    flags: MsFlags,
+    data: &'static str,
+    /// Whether init fails without it (optional ones are skipped when the kernel lacks them).
+    required: bool,
+}
+
+const SAFE: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
+
+fn fs(
+    fstype: &'static str,
+    source: &'static str,
+    target: &'static str,
+    flags: MsFlags,
+    data: &'static str,
+) -> Fs {
+    Fs {
+        fstype,
+        source,
+        target,
+        flags,
+        data,
+        required: true,
+    }
+}
+
+/// What a VM's init mounts, in order.
+fn vm_filesystems() -> [Fs; 7] {
+    [
+        fs("proc", "proc", "/proc", SAFE.union(MsFlags::MS_NOEXEC), ""),
+        fs("sysfs", "sysfs", "/sys", SAFE.union(MsFlags::MS_NOEXEC), ""),
+        fs("devtmpfs", "devtmpfs", "/dev", MsFlags::MS_NOSUID, "mode=0755"),
+        Fs {
+            required: false,
+            ..fs(
+                "devpts",
+                "devpts",
+                "/dev/pts",
+                MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+                "gid=5,mode=620,ptmxmode=666",
+            )
+        },
+        Fs {
+            required: false,
+            ..fs("tmpfs", "shm", "/dev/shm", SAFE, "mode=1777")
+        },
+        fs("tmpfs", "tmpfs", "/tmp", SAFE, "mode=1777"),
+        fs("tmpfs", "tmpfs", "/run", SAFE, "mode=0755"),
+    ]
+}
+
+/// What a container's init adds when the launcher did not mount it.
+fn container_filesystems() -> [Fs; 2] {
+    [
+        fs("tmpfs", "tmpfs", "/tmp", SAFE, "mode=1777"),
+        fs("tmpfs", "tmpfs", "/run", SAFE, "mode=0755"),
+    ]
+}
+
+/// Whether something is mounted exactly at `target` (needs /proc; /proc itself is checked by
+/// its content).
+pub fn is_mounted(target: &str) -> bool {
+    if target == "/proc" {
+        return Path::new("/proc/self/mountinfo").exists();
+    }
+    mountinfo().is_some_and(|mounts| mounts.iter().any(|m| m.target == target))
+}
+
+/// Creates `target` (and its parents) when missing.
+fn mount_point(target: &str) -> Result<(), MountError> {
+    if Path::new(target).is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(target).map_err(|source| MountError::MountPoint {
+        target: target.into(),
+        source,
+    })
+}
+
+/// Mounts `source` (of type `fstype`) on `target`, creating the mount point.
+pub fn mount_fs(
+    fstype: &str,
+    source: &str,
+    target: &str,
+    flags: MsFlags,
+    data: &str,
+) -> Result<(), MountError> {
+    mount_point(target)?;
+    let data = (!data.is_empty()).then_some(data);
+    mount(Some(source), target, Some(fstype), flags, data).map_err(|errno| MountError::Mount {
+        fstype: fstype.into(),
+        source_name: source.into(),
+        target: target.into(),
+        errno,
+        hint: match errno {
+            Errno::ENODEV => " (the kernel lacks this filesystem: enable it in the guest kernel config)",
+            Errno::ENOENT | Errno::ENXIO => " (no such device: is the disk attached?)",
+            Errno::EPERM => " (init needs CAP_SYS_ADMIN)",
+            _ => "",
+        },
+    })
+}
+
+fn mount_missing(list: &[Fs], tolerant: bool) -> Result<(), MountError> {
+    for f in list {
+        if is_mounted(f.target) {
+            continue;
+        }
+        match mount_fs(f.fstype, f.source, f.target, f.flags, f.data) {
+            Ok(()) => {}
+            Err(MountError::Mount {
+                errno: Errno::EBUSY, ..
+            }) => {}
+            Err(MountError::Mount {
+                errno: Errno::ENODEV, ..
+            }) if !f.required => {}
+            Err(e) if tolerant || !f.required => eprintln!("sandbox-guest init: warning: {e}"),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Mounts /proc if it is not there yet (a VM's init needs it to read the kernel command line).
+pub fn ensure_proc() -> Result<(), MountError> {
+    mount_missing(&vm_filesystems()[..1], false)
+}
+
+/// Mounts devtmpfs on /dev if it is not there yet (a VM's init needs it to open the plan
+/// device); without /proc the check is skipped and EBUSY tolerated.
+pub fn ensure_dev() -> Result<(), MountError> {
+    mount_missing(&vm_filesystems()[2..3], false)
+}
+
+/// A VM: the API filesystems, then each volume from its block device (ext4).
+pub fn setup_vm(volumes: &[VolumePlan]) -> Result<(), MountError> {
+    mount_missing(&vm_filesystems(), false)?;
+    for v in volumes {
+        let mut flags = MsFlags::empty();
+        if v.read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount_fs("ext4", &v.source, &v.target, flags, "")?;
+    }
+    Ok(())
+}
+
+/// A container: /tmp and /run where the launcher left them out; failures are warnings (the
+/// launcher owns the rest of the filesystem).
+pub fn setup_container() {
+    let _ = mount_missing(&container_filesystems(), true);
+}
+
+/// Makes sure descriptors 0, 1 and 2 are open, on /dev/console, so the workload's output reaches
+/// the VM's console even when the root disk had no /dev/console for the kernel to open.
+pub fn ensure_console_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries a descriptor's flags.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+            continue;
+        }
+        let Ok(console) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/console")
+        else {
+            return;
+        };
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&console);
+        if raw != fd {
+            // SAFETY: dup2 onto a descriptor that is not open (checked above) only creates it;
+            // `console` is closed when dropped, the duplicate stays.
+            unsafe { libc::dup2(raw, fd) };
+        } else {
+            // The lowest free descriptor was `fd` itself: keep it open as that.
+            let _ = std::os::fd::IntoRawFd::into_raw_fd(console);
+        }
+    }
+}

@@ -280,3 +280,32 @@ fn bad_input_is_refused_before_anything_is_created() {
         Err(CgroupError::BadId { .. })
     ));
 }
+
+#[test]
+fn a_failure_part_way_removes_what_was_created_and_only_that() {
+    require_root();
+    let id = test_id("partial");
+    // Learn this host's directories, then occupy the last one as another owner would.
+    let probe = Cgroup::create(&id, &Limits::default()).unwrap();
+    let paths = probe.paths();
+    probe.remove().unwrap();
+    let (occupied, others) = paths.split_last().unwrap();
+    fs::create_dir(occupied).unwrap();
+
+    let limits = Limits {
+        memory_bytes: Some(64 << 20),
+        pids: Some(10),
+        ..Limits::default()
+    };
+    let err = Cgroup::create(&id, &limits).unwrap_err();
+    let still_there = occupied.is_dir();
+    let leftovers: Vec<_> = others.iter().filter(|p| p.exists()).collect();
+    fs::remove_dir(occupied).unwrap();
+    assert!(matches!(err, CgroupError::Exists { .. }), "{err}");
+    assert!(
+        still_there,
+        "the other owner's {} was removed",
+        occupied.display()
+    );
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}

@@ -182,11 +182,17 @@ pub fn setup_host_link(id: &str, child: Pid) -> Result<HostLink, NetError> {
     let flags = netlink::NLM_F_CREATE | netlink::NLM_F_EXCL;
     match sock.request(netlink::RTM_NEWLINK, flags, &body) {
         Ok(()) => {}
-        Err(Errno::EEXIST) => {
+        Err(Errno::EEXIST) if nix::net::if_::if_nametoindex(name.as_str()).is_ok() => {
             return Err(NetError::Exists {
                 name,
                 id: id.to_string(),
             })
+        }
+        Err(Errno::EEXIST) => {
+            return Err(fail(
+                format!("creating {GUEST_INTERFACE} in the network namespace of process {child}"),
+                Errno::EEXIST,
+            ))
         }
         Err(Errno::ESRCH) => return Err(NetError::ChildGone { pid: child.as_raw() }),
         Err(e) => {

@@ -9,6 +9,8 @@ use std::path::Path;
 pub(super) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     fs::OpenOptions::new()
         .write(true)
+        // Ignored by cgroupfs, as by `echo > file`; keeps the value whole on a plain file.
+        .truncate(true)
         .open(path)
         .and_then(|mut f| f.write_all(value.as_bytes()))
         .map_err(|source| CgroupError::Io {

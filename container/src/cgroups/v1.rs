@@ -64,3 +64,48 @@ pub(super) fn stats(dir: &Path, controller: Controller, stats: &mut CgroupStats)
         Controller::Pids => stats.pids_current = read_u64(&dir.join("pids.current")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The real v1 hierarchies are exercised by tests/cgroups.rs; these cover the fallbacks a
+    //! host without swap accounting or with an old kernel takes.
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn without_swap_accounting_swappiness_is_turned_off() {
+        let cg = tempfile::tempdir().unwrap();
+        for f in ["memory.limit_in_bytes", "memory.swappiness"] {
+            fs::write(cg.path().join(f), "").unwrap();
+        }
+        let limits = Limits {
+            memory_bytes: Some(1 << 20),
+            ..Limits::default()
+        };
+        apply(cg.path(), Controller::Memory, &limits).unwrap();
+        assert_eq!(
+            fs::read_to_string(cg.path().join("memory.limit_in_bytes")).unwrap(),
+            "1048576"
+        );
+        assert_eq!(
+            fs::read_to_string(cg.path().join("memory.swappiness")).unwrap(),
+            "0"
+        );
+    }
+
+    #[test]
+    fn old_kernels_fall_back_to_the_failure_count() {
+        let cg = tempfile::tempdir().unwrap();
+        fs::write(
+            cg.path().join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\n",
+        )
+        .unwrap();
+        fs::write(cg.path().join("memory.failcnt"), "0\n").unwrap();
+        assert!(!oom_killed(cg.path()));
+        fs::write(cg.path().join("memory.failcnt"), "7\n").unwrap();
+        assert!(oom_killed(cg.path()));
+        fs::write(cg.path().join("memory.oom_control"), "under_oom 0\noom_kill 0\n").unwrap();
+        assert!(!oom_killed(cg.path()), "the counter wins over failcnt");
+    }
+}

@@ -180,29 +180,44 @@ pub fn setup_container() {
     let _ = mount_missing(&container_filesystems(), true);
 }
 
-/// Makes sure descriptors 0, 1 and 2 are open, on /dev/console, so the workload's output reaches
-/// the VM's console even when the root disk had no /dev/console for the kernel to open.
+/// Whether descriptor `fd` is closed, or open on /dev/null (what Rust's runtime puts on a
+/// closed 0-2 at start-up).
+fn fd_is_missing_or_null(fd: i32) -> bool {
+    // SAFETY: F_GETFD only queries a descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return true;
+    }
+    std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|target| target == Path::new("/dev/null"))
+}
+
+/// Points descriptors 0, 1 and 2 at /dev/console where they are closed or on /dev/null, so the
+/// workload's output reaches the VM's console even when the root disk had no /dev/console for
+/// the kernel to open before init started.
 pub fn ensure_console_fds() {
-    for fd in 0..3 {
-        // SAFETY: F_GETFD only queries a descriptor's flags.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
-            continue;
-        }
-        let Ok(console) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/console")
-        else {
-            return;
-        };
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&console);
-        if raw != fd {
-            // SAFETY: dup2 onto a descriptor that is not open (checked above) only creates it;
-            // `console` is closed when dropped, the duplicate stays.
-            unsafe { libc::dup2(raw, fd) };
+    let wanted: Vec<i32> = (0..3).filter(|&fd| fd_is_missing_or_null(fd)).collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let Ok(console) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    else {
+        return;
+    };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&console);
+    let mut keep = false;
+    for fd in wanted {
+        if fd == raw {
+            keep = true;
         } else {
-            // The lowest free descriptor was `fd` itself: keep it open as that.
-            let _ = std::os::fd::IntoRawFd::into_raw_fd(console);
+            // SAFETY: dup2 makes `fd` (closed, or on /dev/null) a copy of the console
+            // descriptor; no memory is involved.
+            unsafe { libc::dup2(raw, fd) };
         }
+    }
+    if keep {
+        // The console landed on one of 0-2 itself: leave it open there.
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(console);
     }
 }

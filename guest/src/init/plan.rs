@@ -108,6 +108,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn plan_device_is_read_like_a_block_device() {
+        use crate::protocol::{encode_plan_block, Mode};
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Plan::new(Mode::Vm, vec!["sh".into(), "-c".into(), "echo 'x  y'".into()]);
+        let dev = dir.path().join("vdb");
+        let mut block = encode_plan_block(&plan);
+        block.resize(1 << 20, 0); // a device larger than the plan
+        std::fs::write(&dev, &block).unwrap();
+        assert_eq!(read_plan_device(dev.to_str().unwrap()).unwrap(), plan);
+        std::fs::write(&dev, vec![0u8; 4096]).unwrap();
+        let err = read_plan_device(dev.to_str().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("not a sandbox plan") && err.contains("vdb"), "{err}");
+        let err = read_plan_device("/nonexistent/vdz").unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/vdz"), "{err}");
+    }
+
+    #[test]
+    fn env_plan_errors_name_the_value() {
+        let err = read_env_plan("fd:1").unwrap_err().to_string();
+        assert!(err.contains("SANDBOX_PLAN=fd:1"), "{err}");
+        let err = read_env_plan("fd:x").unwrap_err().to_string();
+        assert!(err.contains("fd:N"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("plan.json");
+        std::fs::write(&bad, "{}").unwrap();
+        let err = read_env_plan(bad.to_str().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("not valid plan JSON"), "{err}");
+    }
+
+    #[test]
     fn cmdline_key_is_found_among_other_words() {
         let line = "console=ttyS0 reboot=k sandbox.plan=/dev/vdb quiet -- init\n";
         assert_eq!(cmdline_plan_device(line), Some("/dev/vdb".into()));

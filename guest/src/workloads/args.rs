@@ -97,6 +97,14 @@ pub fn emit(value: &Value) -> Result<(), WorkloadError> {
         .map_err(|e| WorkloadError::Failed(format!("cannot write the result to stdout: {e}")))
 }
 
+/// Says on stderr what a workload of `seconds` is about to do, when it runs a second or more
+/// (stdout carries only the result line).
+pub fn progress(workload: &str, seconds: f64, what: &str) {
+    if seconds >= 1.0 {
+        eprintln!("sandbox-guest {workload}: {what} for {seconds} s");
+    }
+}
+
 /// Rounds a rate or duration to 3 decimals so results stay readable.
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0

@@ -27,6 +27,7 @@ fn op(seed: u64) -> u64 {
 /// Runs `cpu [--seconds S]`.
 pub fn run(flags: &Flags) -> Result<Value, WorkloadError> {
     let seconds = flags.seconds(1.0)?;
+    super::args::progress("cpu", seconds, "integer mixing on one core");
     let start = Instant::now();
     let mut ops = 0u64;
     let mut state = 1u64;

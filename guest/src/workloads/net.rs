@@ -175,6 +175,7 @@ pub fn client(flags: &Flags) -> Result<Value, WorkloadError> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| flags.bad("addr", shown, "HOST:PORT, e.g. 172.30.0.1:5201"))?;
+    super::args::progress("net", seconds, "stream, then request/response");
     let half = Duration::from_secs_f64(seconds / 2.0);
     let stream = stream_phase(addr, shown, half)?;
     let rr = request_phase(addr, shown, half)?;

@@ -46,6 +46,7 @@ fn phase(calls: u64, seconds: f64) -> Value {
 /// Runs `syscall [--seconds S]`.
 pub fn run(flags: &Flags) -> Result<Value, WorkloadError> {
     let seconds = flags.seconds(1.0)?;
+    super::args::progress("syscall", seconds, "getpid, then 64-byte writes to /dev/null");
     let half = Duration::from_secs_f64(seconds / 2.0);
     let (getpid_calls, getpid_s) = timed(half, || {
         std::hint::black_box(getpid_raw());

@@ -1,0 +1,178 @@
+//! The store on disk under `$SANDBOX_HOME`:
+//! - `images/`: an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/<hex>`), one
+//!   manifest per image, named by the `org.opencontainers.image.ref.name` annotation;
+//! - `images/.lock`: the store-wide lock (exclusive for changes, shared while unpacking);
+//! - `layers/sha256/<diff_id hex>/`: unpacked layers, `layers/guest/<hex>/`: guest layers;
+//! - `tmp/`: staging for imports.
+
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType};
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::digest::parse_sha256;
+use crate::error::ImageError;
+use crate::fsops::{self, LockKind};
+
+/// The annotation naming an image in `index.json`.
+pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Paths of the store, and the operations on its OCI layout.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    pub home: PathBuf,
+    pub images: PathBuf,
+    pub blobs: PathBuf,
+    pub layers: PathBuf,
+    pub guest_layers: PathBuf,
+    pub tmp: PathBuf,
+}
+
+/// A held store lock; released on drop.
+pub(crate) struct StoreLock {
+    _file: File,
+}
+
+impl Layout {
+    /// The layout under `home`, created where missing.
+    pub(crate) fn open(home: &Path) -> Result<Layout, ImageError> {
+        let images = home.join("images");
+        let layout = Layout {
+            home: home.to_path_buf(),
+            blobs: images.join("blobs/sha256"),
+            layers: home.join("layers/sha256"),
+            guest_layers: home.join("layers/guest"),
+            tmp: home.join("tmp"),
+            images,
+        };
+        for dir in [&layout.blobs, &layout.layers, &layout.guest_layers, &layout.tmp] {
+            fs::create_dir_all(dir).map_err(ImageError::io_at("cannot create the store directory", dir))?;
+        }
+        let oci_layout = layout.images.join("oci-layout");
+        if !oci_layout.exists() {
+            write_atomic(&oci_layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = layout.index_path();
+        if !index.exists() {
+            let _lock = layout.lock(LockKind::Exclusive)?;
+            if !index.exists() {
+                layout.write_index(&empty_index()?)?;
+            }
+        }
+        Ok(layout)
+    }
+
+    pub(crate) fn index_path(&self) -> PathBuf {
+        self.images.join("index.json")
+    }
+
+    pub(crate) fn blob_path(&self, hex: &str) -> PathBuf {
+        self.blobs.join(hex)
+    }
+
+    /// Takes the store-wide lock.
+    pub(crate) fn lock(&self, kind: LockKind) -> Result<StoreLock, ImageError> {
+        let path = self.images.join(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(ImageError::io_at("cannot open the store lock", &path))?;
+        fsops::flock(&file, kind).map_err(ImageError::io_at("cannot lock the store", &path))?;
+        Ok(StoreLock { _file: file })
+    }
+
+    pub(crate) fn read_index(&self) -> Result<ImageIndex, ImageError> {
+        let path = self.index_path();
+        let bytes = fs::read(&path).map_err(ImageError::io_at("cannot read", &path))?;
+        serde_json::from_slice(&bytes).map_err(|e| ImageError::Metadata {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Replaces `index.json` atomically (temporary file, fsync, rename). Call with the lock held.
+    pub(crate) fn write_index(&self, index: &ImageIndex) -> Result<(), ImageError> {
+        let bytes = serde_json::to_vec_pretty(index).map_err(|e| ImageError::Metadata {
+            what: "the new index.json".into(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&self.index_path(), &bytes)
+    }
+
+    /// A store blob's bytes, checked against its digest.
+    pub(crate) fn read_blob(&self, digest: &str, what: &str) -> Result<Vec<u8>, ImageError> {
+        let hex = parse_sha256(digest, what)?;
+        let path = self.blob_path(&hex);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(ImageError::Metadata {
+                    what: format!("{what} ({})", path.display()),
+                    reason: "the blob is missing".into(),
+                })
+            }
+            Err(e) => return Err(ImageError::io("cannot read", &path, e)),
+        };
+        if crate::digest::hex_of(&bytes) != hex {
+            return Err(ImageError::Metadata {
+                what: format!("{what} ({})", path.display()),
+                reason: "its content does not match its digest".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    pub(crate) fn read_manifest(&self, digest: &str, image: &str) -> Result<ImageManifest, ImageError> {
+        let what = format!("the manifest {digest} of image {image:?}");
+        let bytes = self.read_blob(digest, &what)?;
+        serde_json::from_slice(&bytes).map_err(|e| ImageError::Metadata {
+            what,
+            reason: e.to_string(),
+        })
+    }
+
+    pub(crate) fn read_config(&self, digest: &str, image: &str) -> Result<ImageConfiguration, ImageError> {
+        let what = format!("the config {digest} of image {image:?}");
+        let bytes = self.read_blob(digest, &what)?;
+        serde_json::from_slice(&bytes).map_err(|e| ImageError::Metadata {
+            what,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// An index with no manifests.
+pub(crate) fn empty_index() -> Result<ImageIndex, ImageError> {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(Vec::new())
+        .build()
+        .map_err(|e| ImageError::Metadata {
+            what: "a new index.json".into(),
+            reason: e.to_string(),
+        })
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory, fsynced, then
+/// renamed over `path`: readers see the old or the new content, never a mix.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(ImageError::io_at("cannot create a temporary file in", dir))?;
+    tmp.write_all(bytes)
+        .map_err(ImageError::io_at("cannot write", tmp.path()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(ImageError::io_at("cannot sync", tmp.path()))?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+        .map_err(ImageError::io_at("cannot set the mode of", tmp.path()))?;
+    tmp.persist(path)
+        .map_err(|e| ImageError::io("cannot replace", path, e.error))?;
+    Ok(())
+}

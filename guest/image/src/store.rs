@@ -1,0 +1,269 @@
+//! [`Store`]: the public face of the image store — import, list, inspect, remove, and resolve
+//! an image to its unpacked layer directories (plus the guest layer) and run configuration.
+
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
+use std::path::{Path, PathBuf};
+
+use crate::commit::{self, ref_name};
+use crate::digest::parse_sha256;
+use crate::error::ImageError;
+use crate::fsops::LockKind;
+use crate::layout::Layout;
+use crate::unpack::unpack_layer;
+use crate::{
+    default_image, guest, import, ImageDetails, ImageInfo, LayerDetails, ResolvedImage, RunConfig,
+    DEFAULT_IMAGE,
+};
+
+/// Where the guest program put on top of every image comes from.
+#[derive(Debug, Clone)]
+enum GuestSource {
+    /// `sandbox_guest::paths::guest_binary()`, looked up when an image is resolved.
+    Installed,
+    /// A given file (tests, tools that carry their own guest program).
+    File(PathBuf),
+}
+
+/// The image store under a `$SANDBOX_HOME`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    layout: Layout,
+    guest: GuestSource,
+}
+
+/// One image's index entry, manifest and config, read together.
+struct Loaded {
+    name: String,
+    descriptor: Descriptor,
+    manifest: ImageManifest,
+    config: ImageConfiguration,
+}
+
+impl Store {
+    /// Opens the store under `home`, creating its layout if missing. Resolved images get the
+    /// guest program found by `sandbox_guest::paths::guest_binary()`.
+    pub fn open(home: &Path) -> Result<Store, ImageError> {
+        Ok(Store {
+            layout: Layout::open(home)?,
+            guest: GuestSource::Installed,
+        })
+    }
+
+    /// Opens the store under `$SANDBOX_HOME` (`sandbox_guest::paths::sandbox_home()`).
+    pub fn open_default() -> Result<Store, ImageError> {
+        Store::open(&sandbox_guest::paths::sandbox_home())
+    }
+
+    /// Opens the store under `home`; resolved images get `guest_binary` as their guest program.
+    pub fn open_with_guest(home: &Path, guest_binary: &Path) -> Result<Store, ImageError> {
+        Ok(Store {
+            layout: Layout::open(home)?,
+            guest: GuestSource::File(guest_binary.to_path_buf()),
+        })
+    }
+
+    /// The `$SANDBOX_HOME` this store lives in.
+    pub fn home(&self) -> &Path {
+        &self.layout.home
+    }
+
+    /// Imports `path` — a root file system directory or tarball (plain or gzip), an OCI image
+    /// layout directory or archive, or a `docker save` tarball — as `name` (else the name the
+    /// input carries, else its file name). Every blob is verified before the store changes; an
+    /// existing image of the same name is replaced.
+    pub fn import(&self, path: &Path, name: Option<&str>) -> Result<ImageInfo, ImageError> {
+        let staged = import::stage(&self.layout, path, name)?;
+        let name = staged.name.clone();
+        commit::commit(&self.layout, staged)?;
+        self.info(&name)
+    }
+
+    /// Every image in the store, sorted by name.
+    pub fn list(&self) -> Result<Vec<ImageInfo>, ImageError> {
+        let index = self.layout.read_index()?;
+        let mut out = Vec::new();
+        for desc in index.manifests() {
+            if let Some(name) = ref_name(desc) {
+                out.push(self.loaded_from(name, desc)?.info());
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The image `name` in detail: manifest digest, layers (digests, sizes, where unpacked), config.
+    pub fn inspect(&self, name: &str) -> Result<ImageDetails, ImageError> {
+        let loaded = self.load(name)?;
+        let diff_ids = loaded.config.rootfs().diff_ids();
+        let mut layers = Vec::new();
+        for (i, desc) in loaded.manifest.layers().iter().enumerate() {
+            let diff_id = diff_ids.get(i).cloned().unwrap_or_default();
+            let unpacked = parse_sha256(&diff_id, "a diff_id")
+                .ok()
+                .map(|hex| self.layout.layers.join(hex))
+                .filter(|p| p.is_dir());
+            layers.push(LayerDetails {
+                digest: desc.digest().to_string(),
+                diff_id,
+                media_type: desc.media_type().to_string(),
+                size_bytes: desc.size(),
+                unpacked,
+            });
+        }
+        let info = loaded.info();
+        Ok(ImageDetails {
+            name: info.name,
+            digest: info.digest,
+            media_type: loaded.descriptor.media_type().to_string(),
+            size_bytes: info.size_bytes,
+            created: info.created,
+            architecture: loaded.config.architecture().to_string(),
+            os: loaded.config.os().to_string(),
+            config_digest: loaded.manifest.config().digest().to_string(),
+            config: RunConfig::from_image_config(&loaded.config),
+            layers,
+        })
+    }
+
+    /// Drops the image `name`; blobs and unpacked layers no other image uses are removed.
+    pub fn remove(&self, name: &str) -> Result<(), ImageError> {
+        if commit::remove(&self.layout, name)? {
+            Ok(())
+        } else {
+            Err(self.not_found(name))
+        }
+    }
+
+    /// The default image, built from the host's busybox-static the first time.
+    pub fn ensure_default(&self) -> Result<ImageInfo, ImageError> {
+        match self.info(DEFAULT_IMAGE) {
+            Ok(info) => Ok(info),
+            Err(ImageError::NotFound { .. }) => {
+                let staged = default_image::stage(&self.layout)?;
+                commit::commit(&self.layout, staged)?;
+                self.info(DEFAULT_IMAGE)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The image `name` ready to run: its layers unpacked (once, shared by everyone), bottom
+    /// first, with the guest layer last, and its run configuration. `"default"` is built on
+    /// first use.
+    pub fn resolve(&self, name: &str) -> Result<ResolvedImage, ImageError> {
+        if name == DEFAULT_IMAGE {
+            self.ensure_default()?;
+        }
+        let guest_binary = match &self.guest {
+            GuestSource::File(p) => p.clone(),
+            GuestSource::Installed => {
+                sandbox_guest::paths::guest_binary().map_err(ImageError::GuestBinary)?
+            }
+        };
+        // Shared: no garbage collection while layers are found or unpacked.
+        let _lock = self.layout.lock(LockKind::Shared)?;
+        let loaded = self.load(name)?;
+        let diff_ids = loaded.config.rootfs().diff_ids();
+        let count = loaded.manifest.layers().len();
+        if diff_ids.len() != count {
+            return Err(ImageError::Metadata {
+                what: format!("image {name:?}"),
+                reason: format!("its config lists {} diff_ids for {count} layers", diff_ids.len()),
+            });
+        }
+        let mut layers = Vec::new();
+        for (i, (desc, diff_id)) in loaded.manifest.layers().iter().zip(diff_ids).enumerate() {
+            let what = format!("layer {} ({}) of image {name:?}", i + 1, desc.digest());
+            let diff_hex = parse_sha256(diff_id, &what)?;
+            let dir = self.layout.layers.join(&diff_hex);
+            if !dir.is_dir() {
+                let blob = self
+                    .layout
+                    .blob_path(&parse_sha256(desc.digest().as_ref(), &what)?);
+                eprintln!("unpacking {what}, {}...", human(desc.size()));
+                unpack_layer(&blob, &diff_hex, &self.layout.layers, &what)?;
+            }
+            layers.push(dir);
+        }
+        layers.push(guest::guest_layer(&self.layout, &guest_binary)?);
+        Ok(ResolvedImage {
+            name: loaded.name,
+            digest: loaded.descriptor.digest().to_string(),
+            layers,
+            config: RunConfig::from_image_config(&loaded.config),
+        })
+    }
+
+    fn info(&self, name: &str) -> Result<ImageInfo, ImageError> {
+        Ok(self.load(name)?.info())
+    }
+
+    fn not_found(&self, name: &str) -> ImageError {
+        let available = self
+            .layout
+            .read_index()
+            .map(|i| {
+                i.manifests()
+                    .iter()
+                    .filter_map(|d| ref_name(d).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ImageError::NotFound {
+            name: name.to_string(),
+            available,
+        }
+    }
+
+    fn load(&self, name: &str) -> Result<Loaded, ImageError> {
+        let index = self.layout.read_index()?;
+        match index.manifests().iter().rev().find(|d| ref_name(d) == Some(name)) {
+            Some(desc) => self.loaded_from(name, desc),
+            None => Err(self.not_found(name)),
+        }
+    }
+
+    fn loaded_from(&self, name: &str, desc: &Descriptor) -> Result<Loaded, ImageError> {
+        let manifest = self.layout.read_manifest(desc.digest().as_ref(), name)?;
+        let config = self
+            .layout
+            .read_config(manifest.config().digest().as_ref(), name)?;
+        Ok(Loaded {
+            name: name.to_string(),
+            descriptor: desc.clone(),
+            manifest,
+            config,
+        })
+    }
+}
+
+impl Loaded {
+    fn info(&self) -> ImageInfo {
+        let size = self.descriptor.size()
+            + self.manifest.config().size()
+            + self.manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+        ImageInfo {
+            name: self.name.clone(),
+            digest: self.descriptor.digest().to_string(),
+            size_bytes: size,
+            layers: self.manifest.layers().len(),
+            created: self.config.created().clone(),
+        }
+    }
+}
+
+/// A byte count for people: `12.3 MiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

@@ -1,6 +1,7 @@
 //! The host side of `--net host`: a veth pair whose host end `sbx<id>` carries the first address
-//! of a private /30 (see [`subnet`] for how it is chosen) and whose other end is created directly
-//! in the sandbox's network namespace as `eth0`. The guest program configures `eth0` from the
+//! of a private /30 (chosen as `subnet.rs` describes: from 10.213.0.0/16, starting at a slot
+//! derived from the id) and whose other end is created directly in the sandbox's network
+//! namespace as `eth0`. The guest program configures `eth0` from the
 //! [`NetPlan`] this returns, with the host end as gateway. No NAT: host and sandbox reach each
 //! other, nothing else.
 //!

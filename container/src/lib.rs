@@ -1,3 +1,344 @@
 //! The namespace container launcher behind `sandbox run --mode container`.
+//!
+//! [`run`] takes a [`SandboxSpec`] and an [`Image`] (unpacked layers) and runs the guest program
+//! `sandbox-guest init` as PID 1 of a fresh container: new PID, mount, UTS, IPC, network and
+//! cgroup namespaces (plus a user namespace when not root), an overlay root entered with
+//! `pivot_root`, OCI-default /dev, /proc and /sys, a cgroup with the requested limits, the
+//! default capability set, `no_new_privs` and a seccomp filter. It returns an [`Outcome`].
+//!
+//! Host state and its owners: the run directory ([`rundir::RunDir`]), the cgroup
+//! ([`cgroups::Cgroup`]), the veth pair ([`net::HostLink`]) and the child process
+//! ([`process::ChildProcess`]) each remove themselves when dropped, so every early return
+//! cleans up; mounts live only in the container's own mount namespace. [`gc`] removes what a
+//! killed launcher left behind.
+
+pub mod caps;
 pub mod cgroups;
+mod child;
+pub mod devices;
+mod error;
+mod image;
+pub mod mounts;
+pub mod namespaces;
 pub mod net;
+mod netconf;
+pub mod process;
+pub mod rootfs;
+pub mod rundir;
+pub mod seccomp;
+mod sys;
+pub mod timings;
+
+pub use error::ContainerError;
+pub use image::{Image, DEFAULT_PATH};
+pub use timings::now_ns;
+
+use child::ChildConfig;
+use rootfs::BindVolume;
+use sandbox_guest::protocol::{self, Mode, Plan, ReadyChannel, VolumePlan};
+use sandbox_spec::{format_size, phase, NetMode, Outcome, ResourceFigures, SandboxSpec};
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use timings::Timeline;
+
+/// Runs `spec` in a container made from `image`, timing phases from now.
+pub fn run(spec: &SandboxSpec, image: &Image) -> Result<Outcome, ContainerError> {
+    run_from(spec, image, now_ns())
+}
+
+/// Runs `spec` in a container made from `image`; `started_ns` is the launcher's start (a
+/// [`now_ns`] reading), the zero of the timings.
+///
+/// Call it from a single-threaded launcher (see [`process::spawn`]).
+pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Outcome, ContainerError> {
+    let mut timeline = Timeline::new(started_ns);
+    let trace = |what: &str| {
+        if spec.trace {
+            eprintln!("sandbox: [{:>8} µs] {what}", (now_ns() - started_ns) / 1000);
+        }
+    };
+
+    // Everything that can be refused is refused before anything is created.
+    let rootless = namespaces::rootless();
+    let uid = nix::unistd::geteuid().as_raw();
+    if rootless {
+        namespaces::check_user_namespaces()?;
+        if spec.resources.any() {
+            return Err(ContainerError::RootlessUnsupported {
+                what: "--memory/--cpus/--pids".into(),
+                uid,
+                why: "a delegated cgroup to put limits on".into(),
+            });
+        }
+        if spec.net == NetMode::Host {
+            return Err(ContainerError::RootlessUnsupported {
+                what: "--net host".into(),
+                uid,
+                why: "CAP_NET_ADMIN on the host to create the veth pair".into(),
+            });
+        }
+    }
+    let argv = command_argv(spec, image);
+    let volume_pairs: Vec<(String, std::path::PathBuf)> = spec
+        .volumes
+        .iter()
+        .map(|v| (v.guest.clone(), v.host.clone()))
+        .collect();
+    image::check(image, argv.first().map(String::as_str), &volume_pairs)?;
+    for volume in &spec.volumes {
+        if !volume.host.is_absolute() || !volume.host.is_dir() {
+            return Err(ContainerError::Child(format!(
+                "volume source {} is not an existing directory: create it, or fix --volume",
+                volume.host.display()
+            )));
+        }
+    }
+    let user = spec.user.or(image.user);
+    let filters = seccomp::default_filters()?;
+    trace("checks done");
+
+    // Host state, each piece owned by a value that removes it when dropped (in reverse order:
+    // child process first, then the veth, the cgroup, and last the run directory).
+    let run_dir = rundir::RunDir::create()?;
+    let id = run_dir.id().to_string();
+    trace(&format!("run directory {}", run_dir.path().display()));
+    let overlay_options = rootfs::overlay_options(&image.layers, &run_dir.upper(), &run_dir.work())
+        .map_err(ContainerError::Child)?;
+    let cgroup = if rootless {
+        None
+    } else {
+        let limits = cgroups::Limits {
+            memory_bytes: spec.resources.memory_bytes,
+            cpus: spec.resources.cpus,
+            pids: spec.resources.pids,
+        };
+        Some(cgroups::Cgroup::create(&id, &limits).map_err(|e| ContainerError::Cgroup(e.to_string()))?)
+    };
+    trace("cgroup created");
+
+    let (go_read, go_write) = process::pipe()?;
+    let (status_read, status_write) = process::pipe()?;
+    let (ready_read, ready_write) = process::pipe()?;
+    let cstring =
+        |s: &str| CString::new(s).map_err(|_| ContainerError::Child(format!("{s:?} contains a NUL byte")));
+    let config = ChildConfig {
+        rootless,
+        hostname: spec.hostname.clone().unwrap_or_else(|| format!("sbx-{id}")),
+        overlay_options,
+        rootfs: run_dir.rootfs(),
+        plan_path: run_dir.plan(),
+        volumes: spec
+            .volumes
+            .iter()
+            .map(|v| BindVolume {
+                host: v.host.clone(),
+                guest: v.guest.clone(),
+                read_only: v.read_only,
+            })
+            .collect(),
+        filters,
+        last_cap: caps::last_cap(),
+        init_path: cstring(protocol::GUEST_PATH_IN_IMAGE)?,
+        init_argv: vec![cstring("sandbox-guest")?, cstring("init")?],
+        init_env: vec![cstring(&format!("PATH={}", image.path_var()))?],
+        go_fd: go_read.as_raw_fd(),
+        status_fd: status_write.as_raw_fd(),
+        ready_fd: ready_write.as_raw_fd(),
+    };
+
+    let pid = process::spawn(&config, namespaces::clone_flags(rootless))?;
+    let mut child = process::ChildProcess::new(pid);
+    trace(&format!("container process {pid} created"));
+    // The child's ends belong to the child now.
+    drop(go_read);
+    drop(status_write);
+    let ready_fd_number = ready_write.as_raw_fd();
+    drop(ready_write);
+    let ready_watch = process::watch_ready(ready_read);
+    let _forwarder = process::SignalForwarder::install(pid)?;
+
+    if rootless {
+        namespaces::write_id_maps(pid, uid, nix::unistd::getegid().as_raw())?;
+    }
+    if let Some(cg) = &cgroup {
+        cg.add_pid(pid)
+            .map_err(|e| ContainerError::Cgroup(e.to_string()))?;
+    }
+    let link = match spec.net {
+        NetMode::Host => {
+            Some(net::setup_host_link(&id, pid).map_err(|e| ContainerError::Net(e.to_string()))?)
+        }
+        NetMode::None => None,
+    };
+    let net_plan = link.as_ref().map(net::HostLink::guest_plan);
+    trace("cgroup joined, network linked");
+
+    let plan = Plan {
+        mode: Mode::Container,
+        command: argv,
+        env: image.env.iter().chain(spec.env.iter()).cloned().collect(),
+        // Set by the launcher already: init, with the default capabilities, could not.
+        hostname: None,
+        workdir: spec.workdir.clone().or_else(|| image.working_dir.clone()),
+        user,
+        net: net_plan.clone(),
+        volumes: spec
+            .volumes
+            .iter()
+            .map(|v| VolumePlan {
+                source: v.host.display().to_string(),
+                target: v.guest.clone(),
+                read_only: v.read_only,
+            })
+            .collect(),
+        ready: ReadyChannel::Fd(ready_fd_number),
+    };
+    let plan_json =
+        serde_json::to_vec(&plan).map_err(|e| ContainerError::Child(format!("encoding the plan: {e}")))?;
+    std::fs::write(run_dir.plan(), plan_json).map_err(|source| ContainerError::RunDir {
+        path: run_dir.plan(),
+        source,
+    })?;
+
+    process::send_go(go_write, &child::go_message(net_plan.as_ref()))?;
+    let progress = process::read_progress(status_read);
+    if let Some(error) = progress.error {
+        child.kill();
+        return Err(ContainerError::Child(error));
+    }
+    for (name, at) in [
+        (phase::NAMESPACES_READY, progress.namespaces_ns),
+        (phase::ROOTFS_READY, progress.rootfs_ns),
+        (phase::EXEC, progress.exec_ns),
+    ] {
+        if let Some(at) = at {
+            timeline.mark_at(name, at);
+        }
+    }
+    trace("guest program started");
+
+    let status = child.wait()?;
+    let exited_ns = now_ns();
+    let ready_ns = ready_watch.join().ok().flatten();
+    if let Some(at) = ready_ns {
+        timeline.mark_at(phase::READY, at);
+    }
+    timeline.mark_at(phase::EXIT, exited_ns);
+    trace(&format!("container exited with status {status}"));
+
+    let oom_killed = cgroup.as_ref().is_some_and(cgroups::Cgroup::oom_killed);
+    let stats = cgroup.as_ref().map(cgroups::Cgroup::stats).unwrap_or_default();
+    let (exit_status, message) = if oom_killed {
+        let limit = spec
+            .resources
+            .memory_bytes
+            .map(|b| format!("memory limit {} (--memory)", format_size(b)))
+            .unwrap_or_else(|| "no --memory limit; the host ran out of memory".into());
+        (137, Some(format!("killed by the OOM killer: {limit}")))
+    } else {
+        (status, None)
+    };
+
+    // Tear down in order, reporting failures (drops would only warn).
+    drop(child);
+    if let Some(link) = link {
+        link.remove().map_err(|e| ContainerError::Net(e.to_string()))?;
+    }
+    if let Some(cg) = cgroup {
+        cg.remove().map_err(|e| ContainerError::Cgroup(e.to_string()))?;
+    }
+    drop(run_dir);
+
+    Ok(Outcome {
+        exit_status,
+        oom_killed,
+        message,
+        timings: timeline.into_timings(),
+        resources: ResourceFigures {
+            memory_limit_bytes: spec.resources.memory_bytes,
+            memory_peak_bytes: stats.memory_peak_bytes,
+            memory_current_bytes: stats.memory_current_bytes,
+            cpu_nr_throttled: stats.cpu_nr_throttled,
+            cpu_throttled_usec: stats.cpu_throttled_usec,
+            pids_current: stats.pids_current,
+        },
+    })
+}
+
+/// The argv the guest program will run: empty (its `info`) when no command was given,
+/// otherwise the image's entrypoint followed by the command.
+fn command_argv(spec: &SandboxSpec, image: &Image) -> Vec<String> {
+    if spec.command.is_empty() {
+        return Vec::new();
+    }
+    image
+        .entrypoint
+        .iter()
+        .chain(spec.command.iter())
+        .cloned()
+        .collect()
+}
+
+/// What [`gc`] removed, and what it could not.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub run_dirs: Vec<String>,
+    pub cgroups: Vec<String>,
+    pub links: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Removes what launchers that are gone left behind: their run directories (unmounting
+/// anything under them), `sandbox/<id>` cgroups and `sbx<id>` veth pairs. State of launchers
+/// still running is left alone.
+pub fn gc() -> GcReport {
+    let mut report = GcReport::default();
+    // Cgroups and links are listed before the run directories are read: a launcher creates its
+    // run directory before either, so a live one is always seen below.
+    let cgroup_ids = cgroups::list_ids();
+    let link_ids = net::list_ids();
+    let stale = match rundir::stale() {
+        Ok(s) => s,
+        Err(e) => {
+            report
+                .errors
+                .push(format!("cannot read {}: {e}", rundir::run_root().display()));
+            return report;
+        }
+    };
+    let existing: Vec<String> = std::fs::read_dir(rundir::run_root())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let stale_ids: Vec<&str> = stale.iter().map(|s| s.id.as_str()).collect();
+    let is_stale = |id: &str| stale_ids.contains(&id) || !existing.iter().any(|e| e == id);
+    for id in cgroup_ids.iter().filter(|id| is_stale(id)) {
+        match cgroups::remove_stale(id) {
+            Ok(()) => report.cgroups.push(id.clone()),
+            Err(e) => report.errors.push(format!("cgroup sandbox/{id}: {e}")),
+        }
+    }
+    for id in link_ids.iter().filter(|id| is_stale(id)) {
+        match net::remove_stale(id) {
+            Ok(()) => report.links.push(id.clone()),
+            Err(e) => report
+                .errors
+                .push(format!("link {}: {e}", net::host_name_for(id))),
+        }
+    }
+    for run in stale {
+        rundir::remove(&run.path);
+        if run.path.exists() {
+            report.errors.push(format!(
+                "run directory {} could not be removed",
+                run.path.display()
+            ));
+        } else {
+            report.run_dirs.push(run.id);
+        }
+    }
+    report
+}

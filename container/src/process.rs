@@ -1,0 +1,225 @@
+//! Creating the container's first process, and the launcher's side of talking to it: the
+//! pipes, the status records, signal forwarding, and waiting for the end.
+
+use crate::child::{self, tag, ChildConfig};
+use crate::ContainerError;
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), ContainerError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::sys("creating a pipe", e))
+}
+
+/// Creates the container's first process with `flags` (new namespaces) and runs
+/// [`child::main`] in it. Returns the child's pid (in the launcher's PID namespace).
+///
+/// The raw `clone` system call is used with fork semantics (no new stack: the child continues
+/// on its copy of the caller's stack), because the PID namespace must be created with the
+/// process that becomes its PID 1. Like `fork`, the child must not rely on locks that another
+/// thread of the launcher might hold: call this while the launcher has a single thread (the
+/// `sandbox` CLI does), and keep heavy work out of the child (the config is prepared here).
+pub fn spawn(cfg: &ChildConfig, flags: CloneFlags) -> Result<Pid, ContainerError> {
+    let clone_flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: clone with a null stack behaves like fork: the child gets a copy of this address
+    // space and returns 0 here; it never returns from this function (child::main ends in exec
+    // or _exit). No pointer arguments are passed (parent/child tid and tls are unused).
+    let rc = unsafe { libc::syscall(libc::SYS_clone, clone_flags, 0usize, 0usize, 0usize, 0usize) };
+    match rc {
+        -1 => Err(clone_error(Errno::last(), flags)),
+        0 => child::main(cfg),
+        pid => Ok(Pid::from_raw(pid as i32)),
+    }
+}
+
+fn clone_error(errno: Errno, flags: CloneFlags) -> ContainerError {
+    let hint = match errno {
+        Errno::EPERM if flags.contains(CloneFlags::CLONE_NEWUSER) => {
+            " (this host does not let unprivileged users create user namespaces: run as root)"
+        }
+        Errno::EPERM => " (creating namespaces needs root)",
+        Errno::ENOSPC => " (a namespace limit in /proc/sys/user/ is reached)",
+        Errno::EINVAL => " (this kernel lacks one of the namespaces: PID, mount, UTS, IPC, net)",
+        _ => "",
+    };
+    ContainerError::Child(format!(
+        "creating the container process failed: {}{hint}",
+        errno.desc()
+    ))
+}
+
+/// What the first process reported before executing the guest program.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub namespaces_ns: Option<u64>,
+    pub rootfs_ns: Option<u64>,
+    pub exec_ns: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// Reads the status pipe until it closes (at `exec`, or when the child exits).
+pub fn read_progress(status: OwnedFd) -> Progress {
+    let mut progress = Progress::default();
+    let reader = BufReader::new(std::fs::File::from(status));
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        let (t, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        let ns = rest.trim().parse::<u64>().ok();
+        match t {
+            tag::NAMESPACES => progress.namespaces_ns = ns,
+            tag::ROOTFS => progress.rootfs_ns = ns,
+            tag::EXEC => progress.exec_ns = ns,
+            tag::ERROR => progress.error = Some(rest.to_string()),
+            _ => {}
+        }
+    }
+    if progress.error.is_none() && progress.exec_ns.is_none() {
+        progress.error = Some("the container process ended before it reported anything".into());
+    }
+    progress
+}
+
+/// Owns the child process: dropping it before it was reaped kills it and reaps it, so an early
+/// return in the launcher never leaves it running.
+#[derive(Debug)]
+pub struct ChildProcess {
+    pid: Pid,
+    reaped: bool,
+}
+
+impl ChildProcess {
+    pub fn new(pid: Pid) -> ChildProcess {
+        ChildProcess { pid, reaped: false }
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Waits for the process to end (retrying on signals); returns the shell-style status
+    /// (exit code, or 128 + signal number).
+    pub fn wait(&mut self) -> Result<i32, ContainerError> {
+        loop {
+            match waitpid(self.pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => {
+                    self.reaped = true;
+                    return Ok(code);
+                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    self.reaped = true;
+                    return Ok(128 + sig as i32);
+                }
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    self.reaped = true;
+                    return Err(ContainerError::sys("waiting for the container", e));
+                }
+            }
+        }
+    }
+
+    /// Kills the process (and with it, as PID 1, its whole PID namespace) and reaps it.
+    pub fn kill(&mut self) {
+        if !self.reaped {
+            let _ = signal::kill(self.pid, Signal::SIGKILL);
+            let _ = self.wait();
+        }
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The pid signals are forwarded to (0: none).
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // A terminal's SIGINT reaches the whole foreground process group, the container included:
+    // forwarding it too would deliver it twice.
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
+    if !info.is_null() && unsafe { (*info).si_code } == libc::SI_KERNEL {
+        return;
+    }
+    let pid = FORWARD_TO.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe and takes no pointers.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Forwards SIGINT and SIGTERM sent to the launcher to the container's first process while
+/// alive; the previous handlers come back when dropped.
+pub struct SignalForwarder {
+    previous: Vec<(Signal, SigAction)>,
+}
+
+impl SignalForwarder {
+    pub fn install(pid: Pid) -> Result<SignalForwarder, ContainerError> {
+        FORWARD_TO.store(pid.as_raw(), Ordering::SeqCst);
+        let action = SigAction::new(
+            SigHandler::SigAction(forward),
+            SaFlags::SA_RESTART | SaFlags::SA_SIGINFO,
+            SigSet::empty(),
+        );
+        let mut previous = Vec::new();
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: the handler only reads an atomic and calls kill, both async-signal-safe.
+            let old = unsafe { signal::sigaction(sig, &action) }
+                .map_err(|e| ContainerError::sys("installing the signal forwarder", e))?;
+            previous.push((sig, old));
+        }
+        Ok(SignalForwarder { previous })
+    }
+}
+
+impl Drop for SignalForwarder {
+    fn drop(&mut self) {
+        FORWARD_TO.store(0, Ordering::SeqCst);
+        for (sig, old) in &self.previous {
+            // SAFETY: restores the handler that was installed before ours.
+            let _ = unsafe { signal::sigaction(*sig, old) };
+        }
+    }
+}
+
+/// Sends the go line to the child.
+pub fn send_go(go: OwnedFd, message: &str) -> Result<(), ContainerError> {
+    let mut bytes = message.as_bytes();
+    while !bytes.is_empty() {
+        match nix::unistd::write(&go, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => {
+                return Err(ContainerError::sys(
+                    format!("starting the container (pipe {})", go.as_raw_fd()),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the ready pipe in a thread; the handle yields when "ready" arrived (monotonic ns).
+pub fn watch_ready(ready: OwnedFd) -> std::thread::JoinHandle<Option<u64>> {
+    std::thread::spawn(move || {
+        let reader = BufReader::new(std::fs::File::from(ready));
+        let mut at = None;
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if line.trim() == "ready" && at.is_none() {
+                at = Some(crate::timings::now_ns());
+            }
+        }
+        at
+    })
+}

@@ -4,6 +4,7 @@
 use super::reaper;
 use crate::protocol::{Plan, ReadyChannel, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, READY_ENV};
 use nix::errno::Errno;
+use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 use std::ffi::CString;
 use std::path::Path;
@@ -132,14 +133,12 @@ fn child_fail(status: i32, message: &str) -> ! {
 /// then exec the first candidate that works.
 fn child_main(p: &Prepared) -> ! {
     reaper::unblock_all();
-    // SAFETY: setting a default disposition installs no handler; Rust's runtime ignored SIGPIPE
-    // in this process, and an ignored disposition would otherwise survive exec.
-    let _ = unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        )
-    };
+    // Rust's runtime ignores SIGPIPE in this process, and the launcher may have ignored others;
+    // an ignored disposition would survive exec, so the workload gets the defaults back.
+    for sig in reaper::FORWARDED.into_iter().chain([Signal::SIGPIPE]) {
+        // SAFETY: setting the default disposition installs no handler code.
+        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    }
     if let Some(fd) = p.ready_fd {
         // SAFETY: F_SETFD with 0 only clears the close-on-exec flag of the descriptor.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {

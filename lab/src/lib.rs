@@ -1,2 +1,288 @@
 //! The lab: runs `sandbox` inside an L1 Linux under QEMU's TCG emulator (`-cpu max`, so AMD SVM),
-//! where `kvm_amd` gives VM mode a KVM with hardware-virtualization semantics.
+//! where `kvm_amd` gives VM mode a KVM with hardware-virtualization semantics — for hosts whose
+//! own KVM is PVM or absent.
+//!
+//! - [`run`]: `sandbox lab -- ARGS`: fetch/cache the L1 kernel ([`l1kernel`]), build/cache the
+//!   initramfs ([`payload`], [`initramfs`]), boot L1 ([`qemu`]), stream the output, return the
+//!   command's exit status.
+//! - [`run_sandbox`]: for end-to-end tests: runs `sandbox ARGS` natively where the host has
+//!   hardware KVM and through the lab otherwise, and says which ([`Environment`]).
+//! - [`HostKvm`]: what kind of KVM this host has (for `sandbox doctor` and `run --mode vm`).
+//!
+//! Cache layout under `<sandbox cache>/lab/`: `kernel-<package>_<version>/` (the L1 kernel and
+//! its module tree), `initramfs-<content hash>.cpio` (uncompressed), and `*.lock` files.
+//! Inside L1, `$SANDBOX_HOME` and `$SANDBOX_CACHE` are directories of the initramfs (RAM): root
+//! disks and images are built there on demand with the shipped busybox and `mkfs.ext4`, and
+//! cached artifacts (such as a built guest kernel) are shipped with [`LabOptions::include`].
+
+mod cpio;
+mod error;
+mod hostkvm;
+pub mod init_script;
+pub mod initramfs;
+mod interrupt;
+pub mod l1kernel;
+mod lock;
+pub mod modules;
+pub mod payload;
+mod progress;
+pub mod qemu;
+mod tools;
+
+pub use error::LabError;
+pub use hostkvm::HostKvm;
+pub use interrupt::{install_interrupt_handler, interrupted};
+pub use l1kernel::L1Kernel;
+pub use payload::Include;
+pub use progress::Progress;
+pub use qemu::Ended;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Environment variable naming the `sandbox` binary to run in L1 (default: the running
+/// executable when it is `sandbox`, else the one next to it or one level up).
+pub const SANDBOX_BIN_ENV: &str = "SANDBOX_BIN";
+/// Host environment variables passed on to the command in L1.
+pub const PASSED_ENV: &[&str] = &["RUST_BACKTRACE", "RUST_LOG"];
+
+/// How the lab runs.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// L1 memory in MiB (it also holds the initramfs and everything the command writes).
+    pub memory_mib: u32,
+    /// L1 virtual CPUs (QEMU runs one host thread per vCPU under multi-threaded TCG).
+    pub cpus: u32,
+    /// Keep the run directory (QEMU command line, console log, outputs) and say where.
+    pub keep: bool,
+    /// Show the L1 console (boot messages, module loading) on stderr.
+    pub verbose: bool,
+    /// Kill L1 when the command has not finished after this long (status 124).
+    pub timeout: Option<Duration>,
+    /// Progress lines on stderr.
+    pub progress: bool,
+    /// The `sandbox` binary to run (see [`SANDBOX_BIN_ENV`]).
+    pub sandbox_bin: Option<PathBuf>,
+    /// The lab cache (default `<sandbox cache>/lab`).
+    pub cache_dir: PathBuf,
+    /// Extra host files to place in L1.
+    pub include: Vec<Include>,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions {
+            memory_mib: 2048,
+            cpus: 2,
+            keep: false,
+            verbose: false,
+            timeout: None,
+            progress: true,
+            sandbox_bin: None,
+            cache_dir: sandbox_guest::paths::sandbox_cache().join("lab"),
+            include: Vec::new(),
+        }
+    }
+}
+
+/// The `sandbox` binary to put in L1 (or to run natively).
+pub fn sandbox_binary(opts: &LabOptions) -> Result<PathBuf, LabError> {
+    if let Some(p) = &opts.sandbox_bin {
+        return Ok(p.clone());
+    }
+    if let Some(p) = std::env::var_os(SANDBOX_BIN_ENV).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(LabError::BinaryNotFound(format!(
+                "{SANDBOX_BIN_ENV}={} is not a file: point it at a built sandbox",
+                p.display()
+            )))
+        };
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| LabError::BinaryNotFound(format!("cannot find the running executable: {e}")))?;
+    if exe.file_name() == Some(OsStr::new("sandbox")) {
+        return Ok(exe);
+    }
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    [dir.join("sandbox"), dir.join("../sandbox")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            LabError::BinaryNotFound(format!(
+                "sandbox not found next to {}: build it with `cargo build` or set {SANDBOX_BIN_ENV}",
+                exe.display()
+            ))
+        })
+}
+
+/// The L1 kernel and initramfs for `opts`, fetched and built as needed.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub kernel: L1Kernel,
+    pub initramfs: PathBuf,
+}
+
+/// Fetches the L1 kernel and builds the initramfs unless cached.
+pub fn prepare(opts: &LabOptions) -> Result<Prepared, LabError> {
+    validate(opts)?;
+    // QEMU first: no point downloading a kernel nothing can boot.
+    qemu::qemu_binary()?;
+    let progress = Progress::new(opts.progress);
+    let kernel = l1kernel::ensure(&opts.cache_dir, &progress)?;
+    let sandbox = sandbox_binary(opts)?;
+    let guest = sandbox_guest::paths::guest_binary().map_err(LabError::BinaryNotFound)?;
+    let tree = payload::tree(&kernel, &sandbox, &guest, &opts.include)?;
+    let initramfs = tree.build(&opts.cache_dir, &progress)?;
+    Ok(Prepared { kernel, initramfs })
+}
+
+fn validate(opts: &LabOptions) -> Result<(), LabError> {
+    if !(256..=65536).contains(&opts.memory_mib) {
+        return Err(LabError::BadOption(format!(
+            "memory {} MiB: give 256 MiB to 64 GiB (L1 holds the initramfs in RAM)",
+            opts.memory_mib
+        )));
+    }
+    if !(1..=64).contains(&opts.cpus) {
+        return Err(LabError::BadOption(format!("cpus {}: give 1 to 64", opts.cpus)));
+    }
+    Ok(())
+}
+
+fn boot_of(args: &[&OsStr], opts: &LabOptions, capture: bool) -> Result<Ended, LabError> {
+    let prepared = prepare(opts)?;
+    let env: Vec<(String, String)> = PASSED_ENV
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    let boot = qemu::Boot {
+        vmlinuz: prepared.kernel.vmlinuz.clone(),
+        initramfs: prepared.initramfs.clone(),
+        memory_mib: opts.memory_mib,
+        cpus: opts.cpus,
+        run_script: init_script::run_script(args, &env),
+        verbose: opts.verbose,
+        timeout: opts.timeout,
+        keep: opts.keep,
+        capture,
+    };
+    qemu::boot(&boot, &Progress::new(opts.progress))
+}
+
+/// Runs `sandbox ARGS` inside L1, streaming its stdout/stderr to ours; returns how it ended.
+pub fn run<S: AsRef<OsStr>>(args: &[S], opts: &LabOptions) -> Result<Ended, LabError> {
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    boot_of(&args, opts, false)
+}
+
+/// Where [`run_sandbox`] ran the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// Directly on this host (it has hardware KVM).
+    Native,
+    /// Inside the lab's L1.
+    Lab,
+}
+
+/// What [`run_sandbox`] gives back.
+#[derive(Debug, Clone)]
+pub struct LabOutput {
+    /// The exit status (124 when the timeout killed it).
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub environment: Environment,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+}
+
+/// Runs `sandbox ARGS`: natively when this host has hardware KVM, else inside the lab. For VM
+/// end-to-end tests, which thereby always run the guest (an error when neither way works).
+pub fn run_sandbox(args: &[&str], opts: &LabOptions) -> Result<LabOutput, LabError> {
+    if HostKvm::detect().needs_lab() {
+        let start = Instant::now();
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let ended = boot_of(&args, opts, true)?;
+        return Ok(LabOutput {
+            status: ended.status,
+            stdout: String::from_utf8_lossy(&ended.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&ended.stderr).into_owned(),
+            environment: Environment::Lab,
+            timed_out: ended.timed_out,
+            elapsed: start.elapsed(),
+        });
+    }
+    run_native(args, opts)
+}
+
+fn run_native(args: &[&str], opts: &LabOptions) -> Result<LabOutput, LabError> {
+    let sandbox = sandbox_binary(opts)?;
+    let start = Instant::now();
+    let shown = || format!("{} {}", sandbox.display(), args.join(" "));
+    let mut child = Command::new(&sandbox)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| LabError::CommandFailed {
+            command: shown(),
+            detail: e.to_string(),
+        })?;
+    let mut out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take();
+    let out_thread = std::thread::spawn(move || read_all(out_pipe.as_mut()));
+    let err_thread = std::thread::spawn(move || read_all(err_pipe.as_mut()));
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(s) = child
+            .try_wait()
+            .map_err(|e| LabError::io("wait for", &sandbox, e))?
+        {
+            break s;
+        }
+        if opts.timeout.is_some_and(|t| start.elapsed() > t) {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().map_err(|e| LabError::io("wait for", &sandbox, e))?;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let code = if timed_out {
+        124
+    } else {
+        status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    };
+    let stderr = err_thread.join().unwrap_or_default();
+    eprint!("{stderr}");
+    Ok(LabOutput {
+        status: code,
+        stdout: out_thread.join().unwrap_or_default(),
+        stderr,
+        environment: Environment::Native,
+        timed_out,
+        elapsed: start.elapsed(),
+    })
+}
+
+fn read_all<R: std::io::Read>(r: Option<&mut R>) -> String {
+    let mut buf = Vec::new();
+    if let Some(r) = r {
+        let _ = r.read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// [`run`], but collecting stdout/stderr instead of streaming them to ours.
+pub fn qemu_run_captured<S: AsRef<OsStr>>(args: &[S], opts: &LabOptions) -> Result<Ended, LabError> {
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    boot_of(&args, opts, true)
+}

@@ -1,0 +1,128 @@
+//! What goes into the L1 initramfs: init, busybox, the kernel modules, the static `sandbox` and
+//! `sandbox-guest` binaries, the host tools sandbox calls (with their libraries), and any extra
+//! files the caller names (guest kernels, disks) at their L1 paths.
+
+use crate::init_script::{init_script, L1_SANDBOX_CACHE};
+use crate::initramfs::{shared_libraries, Tree};
+use crate::l1kernel::L1Kernel;
+use crate::modules;
+use crate::tools::find_on_path;
+use crate::LabError;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Modules L1 loads, in this order after their dependencies: the run script arrives through
+/// fw_cfg; KVM itself; overlayfs for container roots; veth and tun for `--net host`.
+pub const L1_MODULES: &[&str] = &["qemu_fw_cfg", "kvm_amd", "overlay", "veth", "tun"];
+
+/// Host tools the `sandbox` binary runs (root disks are made with `mkfs.ext4 -d`; links are set
+/// up with `ip`), copied with their libraries when the host has them. `(tool, path in L1)`.
+pub const L1_TOOLS: &[(&str, &str)] = &[("mkfs.ext4", "/usr/sbin/mkfs.ext4"), ("ip", "/usr/sbin/ip")];
+
+/// Config files those tools read, copied when present.
+const L1_TOOL_CONFIG: &[&str] = &["/etc/mke2fs.conf"];
+
+/// A host file placed in L1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Include {
+    pub host: PathBuf,
+    /// Absolute path inside L1.
+    pub l1_path: String,
+}
+
+impl Include {
+    /// A file of the host's sandbox cache, at the same relative place in L1's cache.
+    pub fn from_cache(host_cache: &Path, host: &Path) -> Option<Include> {
+        let rel = host.strip_prefix(host_cache).ok()?;
+        Some(Include {
+            host: host.to_path_buf(),
+            l1_path: format!("{L1_SANDBOX_CACHE}/{}", rel.display()),
+        })
+    }
+}
+
+/// The host's static busybox (package busybox-static).
+fn busybox() -> Result<PathBuf, LabError> {
+    let missing = || {
+        LabError::BinaryNotFound(
+            "busybox-static is not installed: run `apt-get install busybox-static`".into(),
+        )
+    };
+    let path = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(missing)?;
+    if !shared_libraries(&path, "")?.is_empty() {
+        return Err(missing());
+    }
+    Ok(path)
+}
+
+/// Everything L1 needs, as an initramfs tree.
+pub fn tree(kernel: &L1Kernel, sandbox: &Path, guest: &Path, include: &[Include]) -> Result<Tree, LabError> {
+    let mut t = Tree::new();
+    t.bytes("/init", 0o755, init_script());
+    for d in [
+        "/proc",
+        "/sys",
+        "/dev",
+        "/tmp",
+        "/run",
+        "/root",
+        "/etc",
+        "/usr/bin",
+        "/usr/sbin",
+        "/sbin",
+    ] {
+        t.dir(d);
+    }
+    t.bytes(
+        "/etc/passwd",
+        0o644,
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    );
+    t.bytes("/etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n");
+    t.bytes("/etc/hosts", 0o644, "127.0.0.1 localhost lab\n");
+    t.host_file("/bin/busybox", 0o755, &busybox()?);
+
+    let mods = modules::resolve(&kernel.modules, L1_MODULES)?;
+    let mut order = String::new();
+    for m in &mods {
+        t.host_file(&format!("/lab/modules/{}.ko", m.name), 0o644, &m.path);
+        order.push_str(&m.name);
+        order.push('\n');
+    }
+    t.bytes("/lab/modules.order", 0o644, order);
+    t.bytes("/lab/release", 0o644, format!("{}\n", kernel.release));
+
+    let rebuild = "build it with `cargo build` (it is linked statically)";
+    t.program("/bin/sandbox", sandbox, rebuild)?;
+    t.program("/bin/sandbox-guest", guest, rebuild)?;
+    for (tool, at) in L1_TOOLS {
+        if let Some(host) = find_on_path(tool) {
+            t.program(at, &host, "reinstall its package")?;
+        }
+    }
+    for conf in L1_TOOL_CONFIG {
+        if Path::new(conf).is_file() {
+            t.host_file(conf, 0o644, Path::new(conf));
+        }
+    }
+    for inc in include {
+        if !inc.host.is_file() {
+            return Err(LabError::BinaryNotFound(format!(
+                "{} (to be placed at {} in L1) is not a file",
+                inc.host.display(),
+                inc.l1_path
+            )));
+        }
+        let mode = inc
+            .host
+            .metadata()
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o644);
+        t.host_file(&inc.l1_path, mode, &inc.host);
+    }
+    Ok(t)
+}

@@ -1,0 +1,97 @@
+//! `sandbox lab [OPTIONS] -- ARGS`: runs `sandbox ARGS` inside the lab's L1 (QEMU TCG with a real,
+//! nested KVM) and exits with its status; see the `sandbox-lab` crate.
+
+use anyhow::Context;
+use sandbox_lab::{Include, LabError, LabOptions};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// L1 memory (it also holds the initramfs and whatever the command writes), e.g. 2G, 3072M.
+    #[arg(long, default_value = "2G", value_name = "SIZE", value_parser = parse_memory)]
+    memory: u32,
+    /// L1 virtual CPUs.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    cpus: u32,
+    /// Keep the run directory (QEMU command line, L1 console log, outputs) and print its path.
+    #[arg(long)]
+    keep: bool,
+    /// Show the L1 console (kernel boot, module loading) on stderr.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Kill L1 when the command has not finished after SECS seconds (exit status 124).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
+    /// Place a host file in L1: HOST_PATH:L1_PATH (repeatable).
+    #[arg(long = "include", value_name = "HOST:L1", value_parser = parse_include)]
+    include: Vec<Include>,
+    /// Only fetch the L1 kernel and build the initramfs (warms the cache), then print their paths.
+    #[arg(long, conflicts_with = "args")]
+    prepare: bool,
+    /// The sandbox command line to run in L1 (after `--`), e.g. `-- run --mode vm -- true`.
+    #[arg(last = true, value_name = "SANDBOX_ARGS", required_unless_present = "prepare")]
+    args: Vec<OsString>,
+}
+
+fn parse_memory(s: &str) -> Result<u32, String> {
+    let bytes = sandbox_spec::parse_size(s).map_err(|e| e.to_string())?;
+    u32::try_from(bytes >> 20).map_err(|_| format!("{s} is too large for L1"))
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("bad timeout {s:?}: give a positive number of seconds")),
+    }
+}
+
+fn parse_include(s: &str) -> Result<Include, String> {
+    match s.split_once(':') {
+        Some((host, l1)) if !host.is_empty() && l1.starts_with('/') => Ok(Include {
+            host: PathBuf::from(host),
+            l1_path: l1.to_string(),
+        }),
+        _ => Err(format!("bad --include {s:?}: give HOST_PATH:/ABSOLUTE/L1/PATH")),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let opts = LabOptions {
+        memory_mib: args.memory,
+        cpus: args.cpus,
+        keep: args.keep,
+        verbose: args.verbose,
+        timeout: args.timeout,
+        include: args.include,
+        ..LabOptions::default()
+    };
+    if args.prepare {
+        let prepared = sandbox_lab::prepare(&opts)?;
+        println!(
+            "kernel {} ({} {})",
+            prepared.kernel.vmlinuz.display(),
+            prepared.kernel.package,
+            prepared.kernel.version
+        );
+        println!("initramfs {}", prepared.initramfs.display());
+        return Ok(0);
+    }
+    sandbox_lab::install_interrupt_handler().context("cannot install the Ctrl-C handler")?;
+    match sandbox_lab::run(&args.args, &opts) {
+        Ok(ended) if ended.timed_out => {
+            eprintln!(
+                "sandbox lab: timed out: the command did not finish within {:.1} s; L1 (QEMU) was killed",
+                opts.timeout.unwrap_or_default().as_secs_f64()
+            );
+            Ok(124)
+        }
+        Ok(ended) => Ok(ended.status),
+        Err(LabError::Interrupted) => {
+            eprintln!("sandbox lab: interrupted; L1 (QEMU) was stopped");
+            Ok(130)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,9 +1,9 @@
 //! The command line: one file per subcommand, each a thin layer over the library crates.
 
+mod disk;
 mod doctor;
 mod image;
 mod kernel;
-mod lab;
 
 use clap::{Parser, Subcommand};
 
@@ -20,23 +20,23 @@ pub struct Cli {
 pub enum Command {
     /// Check this host: KVM kind (hardware or PVM), cgroups, namespaces, overlayfs, tun, tools.
     Doctor(doctor::Args),
+    /// Build and copy ext4 disks: cached root disks, per-VM writable copies, volume images.
+    #[command(subcommand)]
+    Disk(disk::Command),
     /// Manage the image store (OCI layout under $SANDBOX_HOME/images).
     #[command(subcommand)]
     Image(image::Command),
     /// Build or locate the guest kernel (from Debian's linux-source-6.1, cached by content).
     #[command(subcommand)]
     Kernel(kernel::Command),
-    /// Run `sandbox ARGS` inside the lab: an L1 Linux under QEMU TCG with a real (nested) KVM,
-    /// for hosts whose own KVM is PVM or absent.
-    Lab(lab::Args),
 }
 
 /// Runs the parsed command; returns the process exit status.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Disk(cmd) => disk::run(cmd),
         Command::Doctor(args) => doctor::run(args),
         Command::Image(cmd) => image::run(cmd),
         Command::Kernel(cmd) => kernel::run(cmd),
-        Command::Lab(args) => lab::run(args),
     }
 }

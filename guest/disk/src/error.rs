@@ -24,21 +24,21 @@ pub enum DiskError {
     #[error("disk cache key {0:?} is not usable as a file name: use letters, digits, '-', '_' and '.', not starting with '.'")]
     BadKey(String),
     /// A file or directory operation failed.
-    #[error("{action} {}: {source}", path.display())]
+    /// (The cause is part of the message, not a separate `source()`, so it is printed once.)
+    #[error("{action} {}: {err}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
 }
 
 impl DiskError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         DiskError::Io {
             action,
             path: path.into(),
-            source,
+            err,
         }
     }
 }

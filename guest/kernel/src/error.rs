@@ -16,12 +16,12 @@ pub enum KernelError {
     #[error("{what} is not installed: run `apt-get install {package}`")]
     ToolMissing { what: String, package: String },
     /// A file or directory operation failed.
-    #[error("{action} {}: {source}", path.display())]
+    /// (The cause is part of the message, not a separate `source()`, so it is printed once.)
+    #[error("{action} {}: {err}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// Unpacking the source tarball failed.
     #[error("cannot unpack {}: {detail}", tarball.display())]
@@ -49,11 +49,11 @@ pub enum KernelError {
 }
 
 impl KernelError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         KernelError::Io {
             action,
             path: path.into(),
-            source,
+            err,
         }
     }
 }

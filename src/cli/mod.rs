@@ -4,6 +4,7 @@ mod disk;
 mod doctor;
 mod image;
 mod kernel;
+mod lab;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,9 @@ pub enum Command {
     /// Build or locate the guest kernel (from Debian's linux-source-6.1, cached by content).
     #[command(subcommand)]
     Kernel(kernel::Command),
+    /// Run `sandbox ARGS` inside the lab: an L1 Linux under QEMU TCG with a real (nested) KVM,
+    /// for hosts whose own KVM is PVM or absent.
+    Lab(lab::Args),
 }
 
 /// Runs the parsed command; returns the process exit status.
@@ -38,5 +42,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Doctor(args) => doctor::run(args),
         Command::Image(cmd) => image::run(cmd),
         Command::Kernel(cmd) => kernel::run(cmd),
+        Command::Lab(args) => lab::run(args),
     }
 }

@@ -1,0 +1,139 @@
+//! Just enough of the PC keyboard controller (ports 0x60 and 0x64) for Linux: its probe reads and
+//! writes the controller configuration byte and gets answers at once (no 500 ms timeouts), and its
+//! `reboot=k` path (command 0xFE, "pulse reset") ends the VM. vm-superio's i8042 answers nothing
+//! but the reset, which would stall the driver's probe, hence this one.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::bus::BusDevice;
+use crate::state::{Stop, StopReason};
+
+const OFFSET_DATA: u64 = 0;
+const OFFSET_COMMAND: u64 = 4;
+const CMD_READ_CTR: u8 = 0x20;
+const CMD_WRITE_CTR: u8 = 0x60;
+const CMD_SELF_TEST: u8 = 0xaa;
+const CMD_KBD_TEST: u8 = 0xab;
+const CMD_READ_OUTPUT_PORT: u8 = 0xd0;
+const CMD_WRITE_OUTPUT_PORT: u8 = 0xd1;
+const CMD_RESET_CPU: u8 = 0xfe;
+const STATUS_OUTPUT_FULL: u8 = 0x01;
+const STATUS_SYSTEM: u8 = 0x04;
+const STATUS_COMMAND: u8 = 0x08;
+
+/// What the next byte written to the data port means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataTarget {
+    Keyboard,
+    Ctr,
+    OutputPort,
+}
+
+pub struct I8042 {
+    stop: Arc<Stop>,
+    ctr: u8,
+    output_port: u8,
+    status: u8,
+    out: VecDeque<u8>,
+    next_data: DataTarget,
+}
+
+impl I8042 {
+    pub fn new(stop: Arc<Stop>) -> I8042 {
+        I8042 {
+            stop,
+            ctr: 0x45,
+            output_port: 0x01,
+            status: STATUS_SYSTEM,
+            out: VecDeque::new(),
+            next_data: DataTarget::Keyboard,
+        }
+    }
+
+    fn status(&self) -> u8 {
+        self.status
+            | if self.out.is_empty() {
+                0
+            } else {
+                STATUS_OUTPUT_FULL
+            }
+    }
+}
+
+impl BusDevice for I8042 {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let value = match offset {
+            OFFSET_DATA => self.out.pop_front().unwrap_or(0),
+            OFFSET_COMMAND => self.status(),
+            _ => 0xff,
+        };
+        data.fill(0);
+        if let Some(first) = data.first_mut() {
+            *first = value;
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let Some(&value) = data.first() else { return };
+        match offset {
+            OFFSET_COMMAND => {
+                self.status |= STATUS_COMMAND;
+                match value {
+                    CMD_READ_CTR => self.out.push_back(self.ctr),
+                    CMD_WRITE_CTR => self.next_data = DataTarget::Ctr,
+                    CMD_SELF_TEST => self.out.push_back(0x55),
+                    CMD_KBD_TEST => self.out.push_back(0x00),
+                    CMD_READ_OUTPUT_PORT => self.out.push_back(self.output_port),
+                    CMD_WRITE_OUTPUT_PORT => self.next_data = DataTarget::OutputPort,
+                    CMD_RESET_CPU => self.stop.request(StopReason::Reset),
+                    _ => {}
+                }
+            }
+            OFFSET_DATA => {
+                self.status &= !STATUS_COMMAND;
+                match self.next_data {
+                    DataTarget::Ctr => self.ctr = value,
+                    DataTarget::OutputPort => self.output_port = value,
+                    // No keyboard behind it: acknowledge any keyboard command.
+                    DataTarget::Keyboard => self.out.push_back(0xfa),
+                }
+                self.next_data = DataTarget::Keyboard;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctr_round_trips_and_self_test_passes() {
+        let stop = Arc::new(Stop::new().unwrap());
+        let mut kbd = I8042::new(stop.clone());
+        let mut b = [0u8];
+        kbd.read(OFFSET_COMMAND, &mut b);
+        assert_eq!(b[0] & STATUS_OUTPUT_FULL, 0);
+        kbd.write(OFFSET_COMMAND, &[CMD_WRITE_CTR]);
+        kbd.write(OFFSET_DATA, &[0x30]);
+        kbd.write(OFFSET_COMMAND, &[CMD_READ_CTR]);
+        kbd.read(OFFSET_COMMAND, &mut b);
+        assert_eq!(b[0] & STATUS_OUTPUT_FULL, STATUS_OUTPUT_FULL);
+        kbd.read(OFFSET_DATA, &mut b);
+        assert_eq!(b[0], 0x30);
+        kbd.write(OFFSET_COMMAND, &[CMD_SELF_TEST]);
+        kbd.read(OFFSET_DATA, &mut b);
+        assert_eq!(b[0], 0x55);
+        assert!(!stop.is_requested());
+    }
+
+    #[test]
+    fn pulse_reset_stops_the_vm() {
+        let stop = Arc::new(Stop::new().unwrap());
+        let mut kbd = I8042::new(stop.clone());
+        kbd.write(OFFSET_COMMAND, &[CMD_RESET_CPU]);
+        assert_eq!(stop.reason(), Some(StopReason::Reset));
+    }
+}

@@ -291,10 +291,17 @@ pub struct GcReport {
 /// Removes what launchers that are gone left behind: their run directories (unmounting
 /// anything under them), `sandbox/<id>` cgroups and `sbx<id>` veth pairs. State of launchers
 /// still running is left alone.
+///
+/// Run directories live under this `$SANDBOX_HOME`, but cgroups and links are host-wide and
+/// other homes' sandboxes have theirs there too. So a cgroup or link is removed when its run
+/// directory here is stale; a cgroup with no run directory here at all only when it is an
+/// orphan for sure — no process in it and older than a minute. A link always has a live
+/// network namespace behind it (the pair dies with the namespace), so links without a stale
+/// run directory are left alone.
 pub fn gc() -> GcReport {
     let mut report = GcReport::default();
-    // Cgroups and links are listed before the run directories are read: a launcher creates its
-    // run directory before either, so a live one is always seen below.
+    // Cgroups are listed before the run directories are read: a launcher creates its run
+    // directory before its cgroup, so a live one is always seen below.
     let cgroup_ids = cgroups::list_ids();
     let link_ids = net::list_ids();
     let stale = match rundir::stale() {
@@ -314,14 +321,17 @@ pub fn gc() -> GcReport {
         })
         .unwrap_or_default();
     let stale_ids: Vec<&str> = stale.iter().map(|s| s.id.as_str()).collect();
-    let is_stale = |id: &str| stale_ids.contains(&id) || !existing.iter().any(|e| e == id);
-    for id in cgroup_ids.iter().filter(|id| is_stale(id)) {
+    let orphan = |id: &str| !existing.iter().any(|e| e == id) && cgroup_is_abandoned(id);
+    for id in cgroup_ids
+        .iter()
+        .filter(|id| stale_ids.contains(&id.as_str()) || orphan(id))
+    {
         match cgroups::remove_stale(id) {
             Ok(()) => report.cgroups.push(id.clone()),
             Err(e) => report.errors.push(format!("cgroup sandbox/{id}: {e}")),
         }
     }
-    for id in link_ids.iter().filter(|id| is_stale(id)) {
+    for id in link_ids.iter().filter(|id| stale_ids.contains(&id.as_str())) {
         match net::remove_stale(id) {
             Ok(()) => report.links.push(id.clone()),
             Err(e) => report
@@ -341,4 +351,22 @@ pub fn gc() -> GcReport {
         }
     }
     report
+}
+
+/// Whether `sandbox/<id>` holds no process on any hierarchy and was created over a minute ago.
+fn cgroup_is_abandoned(id: &str) -> bool {
+    let Ok(mounts) = cgroups::Mounts::read() else {
+        return false;
+    };
+    mounts.all_roots().iter().all(|root| {
+        let dir = root.join("sandbox").join(id);
+        if !dir.exists() {
+            return true;
+        }
+        let empty = std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
+        let old = std::fs::metadata(&dir)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|d| d.as_secs() >= 60));
+        empty && old
+    })
 }

@@ -2,9 +2,10 @@
 
 mod disk;
 mod doctor;
+mod gc;
 mod image;
 mod kernel;
-mod lab;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Check this host: KVM kind (hardware or PVM), cgroups, namespaces, overlayfs, tun, tools.
     Doctor(doctor::Args),
+    /// Remove what sandboxes whose launcher died left behind: run directories, cgroups, veths.
+    Gc(gc::Args),
     /// Build and copy ext4 disks: cached root disks, per-VM writable copies, volume images.
     #[command(subcommand)]
     Disk(disk::Command),
@@ -30,9 +33,8 @@ pub enum Command {
     /// Build or locate the guest kernel (from Debian's linux-source-6.1, cached by content).
     #[command(subcommand)]
     Kernel(kernel::Command),
-    /// Run `sandbox ARGS` inside the lab: an L1 Linux under QEMU TCG with a real (nested) KVM,
-    /// for hosts whose own KVM is PVM or absent.
-    Lab(lab::Args),
+    /// Run a command in a container or a microVM: `sandbox run --mode container -- CMD ARGS`.
+    Run(run::Args),
 }
 
 /// Runs the parsed command; returns the process exit status.
@@ -40,8 +42,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Disk(cmd) => disk::run(cmd),
         Command::Doctor(args) => doctor::run(args),
+        Command::Gc(args) => gc::run(args),
         Command::Image(cmd) => image::run(cmd),
         Command::Kernel(cmd) => kernel::run(cmd),
-        Command::Lab(args) => lab::run(args),
+        Command::Run(args) => run::run(args),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Layout under `<cache>` (default `sandbox_cache()/kernel`):
 //! - `src-<srckey>/`: the unpacked source, shared by every variant (built out of tree);
-//! - `build-<key>/`: the `make O=` build directory of one variant (its `.config`, objects, `build.log`);
+//! - `build-<key>/`: the `make O=` build directory of one variant (its `.config`, objects, `build.log`),
+//!   removed once the variant's entry is published;
 //! - `<key>/`: the finished artifacts `bzImage`, `vmlinux`, `config`, `build.log`, which appear by
 //!   rename only once complete, so a failed or interrupted build leaves no entry;
 //! - `<key>.lock`: the flock that serialises builders of one key (the entry itself appears by rename).
@@ -172,6 +173,8 @@ pub fn build(opts: &KernelOptions) -> Result<KernelArtifacts, KernelError> {
     ];
     make::run(&src, &build_dir, &args, &log, "compiling", true, &mut progress)?;
     publish(opts, &plan, &build_dir, &entry)?;
+    // The objects (hundreds of MiB) are not needed once the entry exists: the key never builds again.
+    let _ = fs::remove_dir_all(&build_dir);
     Ok(artifacts)
 }
 

@@ -352,12 +352,22 @@ pub(crate) fn relative_entry_path(raw: &Path) -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// The first symlink (of `symlinks`) among the directories above `path`.
+fn symlink_above(symlinks: &std::collections::HashSet<PathBuf>, path: &Path) -> Option<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .find(|a| symlinks.contains(*a))
+        .map(Path::to_path_buf)
+}
+
 /// Reads a whole layer stream through the `tar` crate, checking every entry path, and returns
 /// its diff_id and uncompressed size. Used to verify layers and tarballs while importing.
 pub(crate) fn verify_layer(path: &Path, what: &str) -> Result<LayerScan, ImageError> {
     let stream = TarStream::open(path, what)?;
     let mut archive = tar::Archive::new(stream);
     let mut markers = Vec::new();
+    // Symlinks declared so far: nothing may be written through one.
+    let mut symlinks: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     {
         let entries = archive
             .entries()
@@ -373,6 +383,18 @@ pub(crate) fn verify_layer(path: &Path, what: &str) -> Result<LayerScan, ImageEr
                 entry: raw.display().to_string(),
                 reason,
             })?;
+            if let Some(link) = symlink_above(&symlinks, &rel) {
+                return Err(ImageError::UnsafeEntry {
+                    what: what.to_string(),
+                    entry: raw.display().to_string(),
+                    reason: format!("it would be written through the symlink {}", link.display()),
+                });
+            }
+            if entry.header().entry_type().is_symlink() {
+                symlinks.insert(rel.clone());
+            } else {
+                symlinks.remove(&rel);
+            }
             if entry.header().entry_type().is_file() {
                 if let Some(m) = ARCHIVE_MARKERS.iter().find(|m| rel.as_os_str() == **m) {
                     markers.push(*m);
@@ -380,11 +402,22 @@ pub(crate) fn verify_layer(path: &Path, what: &str) -> Result<LayerScan, ImageEr
             }
             if entry.header().entry_type().is_hard_link() {
                 if let Some(target) = entry.link_name().ok().flatten() {
-                    relative_entry_path(&target).map_err(|reason| ImageError::UnsafeEntry {
-                        what: what.to_string(),
-                        entry: raw.display().to_string(),
-                        reason: format!("its hard-link target {}: {reason}", target.display()),
-                    })?;
+                    let target_rel =
+                        relative_entry_path(&target).map_err(|reason| ImageError::UnsafeEntry {
+                            what: what.to_string(),
+                            entry: raw.display().to_string(),
+                            reason: format!("its hard-link target {}: {reason}", target.display()),
+                        })?;
+                    if symlink_above(&symlinks, &target_rel).is_some() || symlinks.contains(&target_rel) {
+                        return Err(ImageError::UnsafeEntry {
+                            what: what.to_string(),
+                            entry: raw.display().to_string(),
+                            reason: format!(
+                                "its hard-link target {} is or goes through a symlink",
+                                target.display()
+                            ),
+                        });
+                    }
                 }
             }
             let expected = entry.size();

@@ -140,15 +140,9 @@ impl Unpacker<'_> {
                 .mode()
                 .map_err(|e| self.corrupt(format!("entry {}: bad mode: {e}", raw.display())))?
                 & 0o7777,
-            uid: header
-                .uid()
-                .ok()
-                .and_then(|v| u32::try_from(v).ok())
+            uid: id_field(header.uid(), &header.as_old().uid)
                 .ok_or_else(|| self.corrupt(format!("entry {}: bad uid", raw.display())))?,
-            gid: header
-                .gid()
-                .ok()
-                .and_then(|v| u32::try_from(v).ok())
+            gid: id_field(header.gid(), &header.as_old().gid)
                 .ok_or_else(|| self.corrupt(format!("entry {}: bad gid", raw.display())))?,
             mtime: header
                 .mtime()
@@ -396,6 +390,16 @@ impl Unpacker<'_> {
         }
         fsops::set_mtime_nofollow(path, meta.mtime, 0)
             .map_err(ImageError::io_at("cannot set the mtime of", path))
+    }
+}
+
+/// A uid or gid from a header: the parsed value, or 0 when the field is left empty (some
+/// writers do); `None` when it is garbage or does not fit 32 bits.
+fn id_field(parsed: io::Result<u64>, raw: &[u8]) -> Option<u32> {
+    match parsed {
+        Ok(v) => u32::try_from(v).ok(),
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Some(0),
+        Err(_) => None,
     }
 }
 

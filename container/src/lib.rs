@@ -41,6 +41,31 @@ use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use timings::Timeline;
 
+/// Checks what this host and user allow for `spec`, before any image work: a non-root user
+/// needs user namespaces, and gets neither cgroup limits nor `--net host`.
+pub fn check_host(spec: &SandboxSpec) -> Result<(), ContainerError> {
+    if !namespaces::rootless() {
+        return Ok(());
+    }
+    let uid = nix::unistd::geteuid().as_raw();
+    namespaces::check_user_namespaces()?;
+    if spec.resources.any() {
+        return Err(ContainerError::RootlessUnsupported {
+            what: "--memory/--cpus/--pids".into(),
+            uid,
+            why: "a delegated cgroup to put limits on".into(),
+        });
+    }
+    if spec.net == NetMode::Host {
+        return Err(ContainerError::RootlessUnsupported {
+            what: "--net host".into(),
+            uid,
+            why: "CAP_NET_ADMIN on the host to create the veth pair".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Runs `spec` in a container made from `image`, timing phases from now.
 pub fn run(spec: &SandboxSpec, image: &Image) -> Result<Outcome, ContainerError> {
     run_from(spec, image, now_ns())
@@ -59,25 +84,9 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
     };
 
     // Everything that can be refused is refused before anything is created.
+    check_host(spec)?;
     let rootless = namespaces::rootless();
     let uid = nix::unistd::geteuid().as_raw();
-    if rootless {
-        namespaces::check_user_namespaces()?;
-        if spec.resources.any() {
-            return Err(ContainerError::RootlessUnsupported {
-                what: "--memory/--cpus/--pids".into(),
-                uid,
-                why: "a delegated cgroup to put limits on".into(),
-            });
-        }
-        if spec.net == NetMode::Host {
-            return Err(ContainerError::RootlessUnsupported {
-                what: "--net host".into(),
-                uid,
-                why: "CAP_NET_ADMIN on the host to create the veth pair".into(),
-            });
-        }
-    }
     let argv = command_argv(spec, image);
     let volume_pairs: Vec<(String, std::path::PathBuf)> = spec
         .volumes

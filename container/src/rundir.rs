@@ -102,9 +102,33 @@ pub fn remove(path: &Path) {
             eprintln!("sandbox: cannot unmount {}: {e}", mount.display());
         }
     }
-    if let Err(e) = fs::remove_dir_all(path) {
+    let mut result = fs::remove_dir_all(path);
+    if matches!(&result, Err(e) if e.kind() == io::ErrorKind::PermissionDenied) {
+        // overlayfs leaves `work/work` with mode 000; without CAP_DAC_OVERRIDE (rootless) even
+        // its owner cannot empty it until the mode allows.
+        open_up(path);
+        result = fs::remove_dir_all(path);
+    }
+    if let Err(e) = result {
         if e.kind() != io::ErrorKind::NotFound {
             eprintln!("sandbox: cannot remove {}: {e}", path.display());
+        }
+    }
+}
+
+/// Gives the owner full access to every directory under `path` (links are not followed).
+fn open_up(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = fs::read_dir(path) {
+        for entry in entries.flatten() {
+            open_up(&entry.path());
         }
     }
 }

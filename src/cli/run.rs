@@ -67,6 +67,9 @@ pub struct Args {
     /// Print each launcher step as it happens, to stderr.
     #[arg(long)]
     trace: bool,
+    /// Write the outcome (exit status, phase timings, cgroup figures) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    outcome: Option<std::path::PathBuf>,
     /// The command and its arguments (after `--`); none runs `sandbox-guest info`.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -125,9 +128,14 @@ fn container_image(resolved: ResolvedImage, spec: &SandboxSpec) -> anyhow::Resul
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let started = sandbox_container::now_ns();
     let mode = args.mode;
+    let outcome_file = args.outcome.clone();
     let spec = spec_from(args)?;
     if mode == Mode::Vm {
         anyhow::bail!("--mode vm is not available in this build yet: use --mode container");
+    }
+    if let Err(e) = sandbox_container::check_host(&spec) {
+        eprintln!("sandbox: {e}");
+        return Ok(e.exit_status());
     }
     let store = Store::open_default().context("opening the image store")?;
     let resolved = store.resolve(&spec.image)?;
@@ -144,6 +152,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     }
     if spec.timings {
         eprint!("{}", outcome.timings_report());
+    }
+    if let Some(path) = outcome_file {
+        let json = serde_json::to_string_pretty(&outcome)?;
+        std::fs::write(&path, json + "\n")
+            .with_context(|| format!("writing the outcome to {}", path.display()))?;
     }
     Ok(outcome.exit_status)
 }

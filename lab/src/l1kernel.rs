@@ -109,9 +109,46 @@ fn newest_cached(lab_dir: &Path) -> Option<L1Kernel> {
     L1Kernel::in_dir(&dir, package, version).ok()
 }
 
+/// apt's package lists; when their directory has not changed, neither has the answer of
+/// [`resolve_package`] (asking apt-cache costs about a second).
+const APT_LISTS: &str = "/var/lib/apt/lists";
+
+fn lists_stamp() -> Option<String> {
+    let modified = fs::metadata(APT_LISTS).ok()?.modified().ok()?;
+    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(since.as_nanos().to_string())
+}
+
+/// [`resolve_package`], remembered in `<lab>/kernel-resolved` while apt's lists stay the same.
+fn resolve_package_memo(lab_dir: &Path) -> Result<(String, String), LabError> {
+    let memo = lab_dir.join("kernel-resolved");
+    let stamp = lists_stamp();
+    if let (Some(stamp), Ok(text)) = (&stamp, fs::read_to_string(&memo)) {
+        let mut f = text.split_whitespace();
+        if let (Some(s), Some(p), Some(v)) = (f.next(), f.next(), f.next()) {
+            if s == stamp {
+                return Ok((p.to_string(), v.to_string()));
+            }
+        }
+    }
+    let (package, version) = resolve_package()?;
+    if let Some(stamp) = stamp {
+        if fs::create_dir_all(lab_dir).is_ok() {
+            // Written whole then renamed, so a concurrent reader never sees half a line.
+            let tmp = lab_dir.join(format!(".kernel-resolved.{}", std::process::id()));
+            if fs::write(&tmp, format!("{stamp} {package} {version}\n")).is_ok()
+                && fs::rename(&tmp, &memo).is_err()
+            {
+                let _ = fs::remove_file(&tmp);
+            }
+        }
+    }
+    Ok((package, version))
+}
+
 /// The cached L1 kernel for the current package version, fetching and unpacking it first if needed.
 pub fn ensure(lab_dir: &Path, progress: &Progress) -> Result<L1Kernel, LabError> {
-    let (package, version) = match resolve_package() {
+    let (package, version) = match resolve_package_memo(lab_dir) {
         Ok(pv) => pv,
         Err(err) => {
             // Without apt lists a previously fetched kernel still serves.

@@ -96,9 +96,16 @@ pub fn tree(kernel: &L1Kernel, sandbox: &Path, guest: &Path, include: &[Include]
     t.bytes("/lab/modules.order", 0o644, order);
     t.bytes("/lab/release", 0o644, format!("{}\n", kernel.release));
 
-    let rebuild = "build it with `cargo build` (it is linked statically)";
-    t.program("/bin/sandbox", sandbox, rebuild)?;
-    t.program("/bin/sandbox-guest", guest, rebuild)?;
+    for (at, host) in [("/bin/sandbox", sandbox), ("/bin/sandbox-guest", guest)] {
+        if !shared_libraries(host, "")?.is_empty() {
+            return Err(LabError::BinaryNotFound(format!(
+                "{} is dynamically linked: L1 has no C library; build it with the workspace's \
+                 .cargo/config.toml (static, --target x86_64-unknown-linux-gnu)",
+                host.display()
+            )));
+        }
+        t.host_program_stripped(at, host);
+    }
     for (tool, at) in L1_TOOLS {
         if let Some(host) = find_on_path(tool) {
             t.program(at, &host, "reinstall its package")?;

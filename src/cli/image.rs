@@ -6,17 +6,6 @@ use sandbox_image::{human, ImageInfo, Store, DEFAULT_IMAGE};
 use std::io::Write;
 use std::path::PathBuf;
 
-const ABOUT_STORE: &str = "\
-An image is a root file system made of layers plus a little run configuration (environment, \
-command, working directory, user), as in Docker or OCI. Images live in an OCI image layout under \
-$SANDBOX_HOME/images (default ~/.local/share/sandbox/images); each layer is unpacked once under \
-$SANDBOX_HOME/layers/ and shared by every sandbox made from it. When a sandbox starts, the current \
-sandbox-guest program is added on top of the image at /usr/bin/sandbox-guest, so it is on PATH in \
-every image without re-importing anything.
-
-The image named \"default\" is built on first use from the host's busybox-static \
-(`apt-get install busybox-static`).";
-
 const EXAMPLES: &str = "\
 Examples:
   sandbox image import ./rootfs --name mybox          a directory holding a root file system
@@ -29,7 +18,7 @@ Examples:
 
 /// Manage the image store: import, list, inspect and remove images.
 #[derive(Debug, clap::Subcommand)]
-#[command(long_about = ABOUT_STORE, after_long_help = EXAMPLES)]
+#[command(after_long_help = STORE_HELP)]
 pub enum Command {
     /// Import an image from a rootfs directory or tarball, an OCI image layout, or `docker save`.
     #[command(
@@ -83,6 +72,27 @@ pub struct RmArgs {
     /// The image's name, as `sandbox image ls` shows it.
     pub name: String,
 }
+
+/// `sandbox image --help`: what an image is here, where it is stored, examples.
+const STORE_HELP: &str = "\
+An image is a root file system made of layers plus a little run configuration (environment, \
+command, working directory, user), as in Docker or OCI. Images live in an OCI image layout under \
+$SANDBOX_HOME/images (default ~/.local/share/sandbox/images); each layer is unpacked once under \
+$SANDBOX_HOME/layers/ and shared by every sandbox made from it. When a sandbox starts, the current \
+sandbox-guest program is added on top of the image at /usr/bin/sandbox-guest, so it is on PATH in \
+every image without re-importing anything.
+
+The image named \"default\" is built on first use from the host's busybox-static \
+(`apt-get install busybox-static`).
+
+Examples:
+  sandbox image import ./rootfs --name mybox          a directory holding a root file system
+  sandbox image import alpine-minirootfs.tar.gz       a rootfs tarball (plain or gzip)
+  docker save alpine:3.19 -o alpine.tar && sandbox image import alpine.tar
+  skopeo copy docker://debian:12 oci:debian12 && sandbox image import debian12 --name debian:12
+  sandbox image ls
+  sandbox image inspect default
+  sandbox image rm mybox";
 
 pub fn run(cmd: Command) -> anyhow::Result<i32> {
     let store = Store::open_default().context("cannot open the image store (set SANDBOX_HOME to move it)")?;

@@ -107,6 +107,18 @@ impl TarStream {
         })
     }
 
+    /// Explains `err`, met by the `tar` crate part-way through the stream, by reading on: the
+    /// framing check usually says more precisely what is wrong (truncation, a bad header).
+    pub(crate) fn diagnose(mut self, err: ImageError) -> ImageError {
+        if let Err(e) = io::copy(&mut self, &mut io::sink()) {
+            return self.read_error(e);
+        }
+        match self.framer.finish() {
+            Err(reason) => ImageError::corrupt(self.what.clone(), reason),
+            Ok(()) => err,
+        }
+    }
+
     /// Turns an error met while reading the stream into the error naming the input.
     pub(crate) fn read_error(&self, err: io::Error) -> ImageError {
         ImageError::corrupt(self.what.clone(), describe_read_error(&err))
@@ -158,10 +170,21 @@ struct Framer {
     ended: bool,
     entries: u64,
     offset: u64,
+    /// The first framing error.
+    failed: Option<String>,
 }
 
 impl Framer {
-    fn feed(&mut self, mut data: &[u8]) -> Result<(), String> {
+    /// Takes in the next bytes of the stream; the first framing error sticks.
+    fn feed(&mut self, data: &[u8]) -> Result<(), String> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        self.feed_inner(data)
+            .inspect_err(|e| self.failed = Some(e.clone()))
+    }
+
+    fn feed_inner(&mut self, mut data: &[u8]) -> Result<(), String> {
         while !data.is_empty() && !self.ended {
             if self.pax_left > 0 {
                 let take = (self.pax_left.min(data.len() as u64)) as usize;
@@ -255,12 +278,20 @@ impl Framer {
     }
 
     fn finish(&self) -> Result<(), String> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         if self.ended {
             return Ok(());
         }
         let mid_entry = !self.header.is_empty() || self.skip > 0 || self.pax_left > 0;
         Err(if self.offset == 0 {
             "it is empty (not even an end-of-archive marker)".to_string()
+        } else if self.entries == 0 && self.zero_blocks == 0 {
+            format!(
+                "it is not a tar archive (its {} bytes hold no complete tar header)",
+                self.offset
+            )
         } else if mid_entry {
             format!(
                 "it is truncated: the stream ends in the middle of an entry after {} bytes",
@@ -368,7 +399,7 @@ pub(crate) fn verify_layer(path: &Path, what: &str) -> Result<LayerScan, ImageEr
     let mut markers = Vec::new();
     // Symlinks declared so far: nothing may be written through one.
     let mut symlinks: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
-    {
+    let outcome = (|| -> Result<(), ImageError> {
         let entries = archive
             .entries()
             .map_err(|e| ImageError::corrupt(what, describe_read_error(&e)))?;
@@ -433,9 +464,17 @@ pub(crate) fn verify_layer(path: &Path, what: &str) -> Result<LayerScan, ImageEr
                 ));
             }
         }
+        Ok(())
+    })();
+    let stream = archive.into_inner();
+    match outcome {
+        Ok(()) => Ok(LayerScan {
+            facts: stream.finish()?,
+            markers,
+        }),
+        Err(e @ ImageError::Corrupt { .. }) => Err(stream.diagnose(e)),
+        Err(e) => Err(e),
     }
-    let facts = archive.into_inner().finish()?;
-    Ok(LayerScan { facts, markers })
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ pub(crate) fn unpack_stream(
         dir_times: Vec::new(),
     };
     let mut archive = tar::Archive::new(stream);
-    {
+    let outcome = (|| -> Result<(), ImageError> {
         let entries = archive
             .entries()
             .map_err(|e| ImageError::corrupt(what, describe_read_error(&e)))?;
@@ -90,8 +90,14 @@ pub(crate) fn unpack_stream(
             let entry = entry.map_err(|e| ImageError::corrupt(what, describe_read_error(&e)))?;
             unpacker.entry(entry)?;
         }
-    }
-    let facts = archive.into_inner().finish()?;
+        Ok(())
+    })();
+    let stream = archive.into_inner();
+    let facts = match outcome {
+        Ok(()) => stream.finish()?,
+        Err(e @ ImageError::Corrupt { .. }) => return Err(stream.diagnose(e)),
+        Err(e) => return Err(e),
+    };
     for (path, mtime) in &unpacker.dir_times {
         fsops::set_mtime_nofollow(path, *mtime, 0)
             .map_err(ImageError::io_at("cannot set the mtime of", path))?;

@@ -175,6 +175,12 @@ impl Staging {
         if let Some(MediaType::ImageLayerZstd | MediaType::ImageLayerNonDistributableZstd) = declared {
             return Err(tarstream::zstd_unsupported(what));
         }
+        if !src.exists() {
+            return Err(ImageError::corrupt(
+                what,
+                format!("the blob {} is missing", src.display()),
+            ));
+        }
         let compression = tarstream::sniff(src, what)?;
         let media_type = match (declared, compression) {
             (

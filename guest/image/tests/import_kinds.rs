@@ -109,7 +109,7 @@ fn import_oci_layout_directory() {
         &dir,
         &[
             ("first", &[base.clone(), top.clone()]),
-            ("second", &[top.clone()]),
+            ("second", std::slice::from_ref(&top)),
         ],
     );
 

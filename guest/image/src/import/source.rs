@@ -53,7 +53,7 @@ impl Source {
             reason: format!("its member path {rel:?} {reason}"),
         };
         let mut parts: Vec<std::ffi::OsString> = Vec::new();
-        push_components(&mut parts, Path::new(rel)).map_err(|r| refuse(r))?;
+        push_components(&mut parts, Path::new(rel)).map_err(&refuse)?;
         if !self.confined {
             return Ok(self.root.join(parts.iter().collect::<PathBuf>()));
         }

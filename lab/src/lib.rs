@@ -55,6 +55,11 @@ pub struct LabOptions {
     pub memory_mib: u32,
     /// L1 virtual CPUs (QEMU runs one host thread per vCPU under multi-threaded TCG).
     pub cpus: u32,
+    /// QEMU's `-cpu` model for L1 (default `max`, which exposes AMD SVM under TCG; `max,-svm`
+    /// shows what happens when kvm_amd cannot load).
+    pub cpu_model: String,
+    /// Ship the host's built guest kernel (`sandbox_kernel::cached()`) into L1's cache.
+    pub guest_kernel: bool,
     /// Keep the run directory (QEMU command line, console log, outputs) and say where.
     pub keep: bool,
     /// Show the L1 console (boot messages, module loading) on stderr.
@@ -76,6 +81,8 @@ impl Default for LabOptions {
         LabOptions {
             memory_mib: 2048,
             cpus: 2,
+            cpu_model: "max".into(),
+            guest_kernel: true,
             keep: false,
             verbose: false,
             timeout: None,
@@ -136,7 +143,11 @@ pub fn prepare(opts: &LabOptions) -> Result<Prepared, LabError> {
     let kernel = l1kernel::ensure(&opts.cache_dir, &progress)?;
     let sandbox = sandbox_binary(opts)?;
     let guest = sandbox_guest::paths::guest_binary().map_err(LabError::BinaryNotFound)?;
-    let tree = payload::tree(&kernel, &sandbox, &guest, &opts.include)?;
+    let mut include = opts.include.clone();
+    if opts.guest_kernel {
+        include.extend(payload::guest_kernel());
+    }
+    let tree = payload::tree(&kernel, &sandbox, &guest, &include)?;
     let initramfs = tree.build(&opts.cache_dir, &progress)?;
     Ok(Prepared { kernel, initramfs })
 }
@@ -165,6 +176,7 @@ fn boot_of(args: &[&OsStr], opts: &LabOptions, capture: bool) -> Result<Ended, L
         initramfs: prepared.initramfs.clone(),
         memory_mib: opts.memory_mib,
         cpus: opts.cpus,
+        cpu_model: opts.cpu_model.clone(),
         run_script: init_script::run_script(args, &env),
         verbose: opts.verbose,
         timeout: opts.timeout,

@@ -41,6 +41,18 @@ impl Include {
     }
 }
 
+/// The host's built guest kernel (if any), at the same place in L1's cache as in the host's.
+pub fn guest_kernel() -> Vec<Include> {
+    let cache = sandbox_guest::paths::sandbox_cache();
+    let Some(k) = sandbox_kernel::cached() else {
+        return Vec::new();
+    };
+    [k.bzimage, k.vmlinux, k.config]
+        .iter()
+        .filter_map(|p| Include::from_cache(&cache, p))
+        .collect()
+}
+
 /// The host's static busybox (package busybox-static).
 fn busybox() -> Result<PathBuf, LabError> {
     let missing = || {

@@ -31,6 +31,8 @@ pub struct Boot {
     pub initramfs: PathBuf,
     pub memory_mib: u32,
     pub cpus: u32,
+    /// QEMU's `-cpu` model: `max` exposes SVM under TCG.
+    pub cpu_model: String,
     /// The per-run script init sources (arguments and environment).
     pub run_script: Vec<u8>,
     /// Pass the L1 console through to stderr.
@@ -70,8 +72,6 @@ fn qemu_args(boot: &Boot, dir: &Path) -> Vec<String> {
         "tcg",
         "-M",
         "q35",
-        "-cpu",
-        "max",
         "-nodefaults",
         "-display",
         "none",
@@ -82,6 +82,7 @@ fn qemu_args(boot: &Boot, dir: &Path) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(["-cpu".into(), boot.cpu_model.clone()]);
     args.extend([
         "-m".into(),
         format!("{}M", boot.memory_mib),

@@ -22,23 +22,33 @@ const INSTALL: &str = "busybox-static is not installed: run `apt-get install bus
 
 /// Stages the default image from the host's busybox-static.
 pub(crate) fn stage(layout: &Layout) -> Result<StagedImage, ImageError> {
-    let busybox = Path::new(BUSYBOX);
+    stage_from(layout, Path::new(BUSYBOX))
+}
+
+/// Stages the default image from the static busybox at `busybox`.
+fn stage_from(layout: &Layout, busybox: &Path) -> Result<StagedImage, ImageError> {
     if !busybox.is_file() {
         return Err(ImageError::DefaultImage(format!(
-            "{BUSYBOX} is missing; {INSTALL}"
+            "{} is missing; {INSTALL}",
+            busybox.display()
         )));
     }
     if !is_static_elf(busybox)? {
         return Err(ImageError::DefaultImage(format!(
-            "{BUSYBOX} is dynamically linked (the `busybox` package), it cannot run in an empty image; {INSTALL}"
+            "{} is dynamically linked (the `busybox` package?), it cannot run in an empty image; {INSTALL}",
+            busybox.display()
         )));
     }
     let out = Command::new(busybox).arg("--list-full").output().map_err(|e| {
-        ImageError::DefaultImage(format!("cannot run `{BUSYBOX} --list-full`: {e}; {INSTALL}"))
+        ImageError::DefaultImage(format!(
+            "cannot run `{} --list-full`: {e}; {INSTALL}",
+            busybox.display()
+        ))
     })?;
     if !out.status.success() {
         return Err(ImageError::DefaultImage(format!(
-            "`{BUSYBOX} --list-full` failed ({}): it is not a working busybox; {INSTALL}",
+            "`{} --list-full` failed ({}): it is not a working busybox; {INSTALL}",
+            busybox.display(),
             out.status
         )));
     }
@@ -46,11 +56,13 @@ pub(crate) fn stage(layout: &Layout) -> Result<StagedImage, ImageError> {
     let applets: Vec<&str> = listing.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if !applets.contains(&"bin/sh") {
         return Err(ImageError::DefaultImage(format!(
-            "`{BUSYBOX} --list-full` does not list bin/sh: it is not the expected busybox; {INSTALL}"
+            "`{} --list-full` does not list bin/sh: it is not the expected busybox; {INSTALL}",
+            busybox.display()
         )));
     }
     eprintln!(
-        "building the default image from {BUSYBOX} ({} applets)...",
+        "building the default image from {} ({} applets)...",
+        busybox.display(),
         applets.len()
     );
 
@@ -132,4 +144,54 @@ fn is_static_elf(path: &Path) -> Result<bool, ImageError> {
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> (tempfile::TempDir, Layout) {
+        let home = tempfile::tempdir().unwrap();
+        let layout = Layout::open(home.path()).unwrap();
+        (home, layout)
+    }
+
+    #[test]
+    fn missing_busybox_names_the_package() {
+        let (_home, layout) = layout();
+        let err = stage_from(&layout, Path::new("/nonexistent/busybox"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("apt-get install busybox-static"), "{err}");
+    }
+
+    #[test]
+    fn dynamic_or_non_elf_busybox_is_refused() {
+        let (home, layout) = layout();
+        // /bin/ls on Debian is dynamically linked (coreutils).
+        assert!(
+            !is_static_elf(Path::new("/bin/ls")).unwrap(),
+            "/bin/ls should be dynamic"
+        );
+        let err = stage_from(&layout, Path::new("/bin/ls"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("dynamically linked") && err.contains("busybox-static"),
+            "{err}"
+        );
+        let script = home.path().join("busybox");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let err = stage_from(&layout, &script).err().unwrap().to_string();
+        assert!(
+            err.contains("not a 64-bit ELF") && err.contains("busybox-static"),
+            "{err}"
+        );
+        assert!(
+            is_static_elf(Path::new(BUSYBOX)).unwrap(),
+            "busybox-static is installed here"
+        );
+    }
 }

@@ -184,9 +184,17 @@ impl Unpacker<'_> {
             tar::EntryType::Directory => {
                 match fs::symlink_metadata(&path) {
                     Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
+                    Ok(m) => {
                         remove_any(&path).map_err(ImageError::io_at("cannot replace", &path))?;
                         fs::create_dir(&path).map_err(ImageError::io_at("cannot create directory", &path))?;
+                        if self.whiteouts && fsops::is_whiteout(&m) {
+                            // `.wh.NAME` then `NAME/` in one layer: the lower NAME is deleted and
+                            // a new directory made, which for overlayfs is an opaque directory.
+                            fsops::set_xattr(&path, fsops::OPAQUE_XATTR, b"y").map_err(ImageError::io_at(
+                                "cannot mark opaque (needs root and xattr support)",
+                                &path,
+                            ))?;
+                        }
                     }
                     Err(_) => {
                         fs::create_dir(&path).map_err(ImageError::io_at("cannot create directory", &path))?

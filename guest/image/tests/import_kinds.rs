@@ -296,3 +296,97 @@ fn mknod(path: &Path, mode: u32, dev: u64) {
         std::io::Error::last_os_error()
     );
 }
+
+#[test]
+fn import_multi_platform_index_takes_linux_amd64() {
+    let t = test_store();
+    let dir = t.scratch.path().join("multi");
+    let amd = Layer::plain(tar_of(&[E::File("arch", 0o644, b"amd64\n")]));
+    let arm = Layer::plain(tar_of(&[E::File("arch", 0o644, b"arm64\n")]));
+    let digests = write_oci_layout(
+        &dir,
+        &[
+            ("arm", std::slice::from_ref(&arm)),
+            ("amd", std::slice::from_ref(&amd)),
+        ],
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let mut platforms = Vec::new();
+    for (desc, arch) in index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["arm64", "amd64"])
+    {
+        let mut d = desc.clone();
+        d.as_object_mut().unwrap().remove("annotations");
+        d["platform"] = serde_json::json!({ "architecture": arch, "os": "linux" });
+        platforms.push(d);
+    }
+    let write_top = |manifests: Vec<serde_json::Value>| {
+        let nested = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests
+        }))
+        .unwrap();
+        let hex = sha(&nested);
+        fs::write(dir.join("blobs/sha256").join(&hex), &nested).unwrap();
+        let top = serde_json::json!({ "schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": nested.len(),
+            "annotations": { "org.opencontainers.image.ref.name": "multi:latest" }
+        }]});
+        fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    };
+    write_top(platforms.clone());
+    let info = t.store.import(&dir, None).unwrap();
+    assert_eq!(info.name, "multi:latest");
+    assert_eq!(info.digest, digests[1], "the linux/amd64 manifest");
+    let resolved = t.store.resolve("multi:latest").unwrap();
+    assert_eq!(fs::read(resolved.layers[0].join("arch")).unwrap(), b"amd64\n");
+
+    // Without a linux/amd64 entry: refused, listing what there is.
+    write_top(vec![platforms[0].clone()]);
+    let before = snapshot(t.home.path());
+    let err = t.store.import(&dir, Some("other")).unwrap_err().to_string();
+    assert!(
+        err.contains("linux/arm64") && err.contains("linux/amd64"),
+        "{err}"
+    );
+    assert_same_tree(&before, &snapshot(t.home.path()));
+}
+
+#[test]
+fn import_docker_save_with_oci_layout_inside() {
+    let t = test_store();
+    // Newer `docker save`: an OCI layout plus a manifest.json whose paths point into blobs/.
+    let dir = t.scratch.path().join("save");
+    let layer = Layer::plain(tar_of(&sample_rootfs_entries()));
+    let digests = write_oci_layout(&dir, &[("latest", std::slice::from_ref(&layer))]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(&digests[0][7..])).unwrap()).unwrap();
+    let config_hex = manifest["config"]["digest"].as_str().unwrap()[7..].to_string();
+    let docker_manifest = serde_json::json!([{
+        "Config": format!("blobs/sha256/{config_hex}"),
+        "RepoTags": ["newer/docker:27"],
+        "Layers": [format!("blobs/sha256/{}", &layer.digest()[7..])]
+    }]);
+    fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&docker_manifest).unwrap(),
+    )
+    .unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_dir_all(".", &dir).unwrap();
+    let path = t.scratch.path().join("newer.tar");
+    fs::write(&path, b.into_inner().unwrap()).unwrap();
+
+    let info = t.store.import(&path, None).unwrap();
+    assert_eq!(info.name, "newer/docker:27", "RepoTags[0] names it");
+    let resolved = t.store.resolve("newer/docker:27").unwrap();
+    check_sample_rootfs(&resolved.layers[0], true);
+    assert_eq!(resolved.config.cmd, ["run", "me"]);
+}

@@ -233,3 +233,27 @@ fn a_missing_guest_binary_is_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn whiteout_then_directory_in_one_layer_is_an_opaque_directory() {
+    let t = test_store();
+    let lower = Layer::plain(tar_of(&[E::Dir("d/", 0o755), E::File("d/old", 0o644, b"old\n")]));
+    // The upper layer deletes d, then makes a new d: lower d's content must not show through.
+    let upper = Layer::plain(tar_of(&[
+        E::File(".wh.d", 0o644, b""),
+        E::Dir("d/", 0o700),
+        E::File("d/new", 0o644, b"new\n"),
+    ]));
+    let dir = t.scratch.path().join("layout");
+    write_oci_layout(&dir, &[("redo", &[lower, upper])]);
+    t.store.import(&dir, None).unwrap();
+    let resolved = t.store.resolve("redo").unwrap();
+    let d = resolved.layers[1].join("d");
+    assert!(lstat(&d).is_dir());
+    assert_eq!(xattr(&d, "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    let dest = t.scratch.path().join("flat");
+    resolved.flatten_into(&dest).unwrap();
+    assert!(dest.join("d/new").is_file());
+    assert!(!dest.join("d/old").exists());
+    assert_eq!(lstat(&dest.join("d")).mode() & 0o7777, 0o700);
+}

@@ -149,7 +149,11 @@ fn importing_an_existing_name_replaces_it() {
     fs::write(&path, tar_of(&[E::File("version", 0o644, b"2\n")])).unwrap();
     let v2 = t.store.import(&path, Some("app")).unwrap();
     assert_ne!(v1.digest, v2.digest);
-    assert_eq!(t.store.list().unwrap(), vec![v2.clone()], "one image of that name");
+    assert_eq!(
+        t.store.list().unwrap(),
+        vec![v2.clone()],
+        "one image of that name"
+    );
     let r = t.store.resolve("app").unwrap();
     assert_eq!(fs::read(r.layers[0].join("version")).unwrap(), b"2\n");
     assert!(!old_layer.exists(), "the old unpacked layer was collected");

@@ -12,6 +12,7 @@ pub mod error;
 pub mod event_loop;
 pub mod kvm_kind;
 pub mod layout;
+pub mod probe;
 pub mod rss;
 pub mod state;
 pub mod tap;

@@ -32,7 +32,7 @@ pub enum ImageError {
     BadInput { path: PathBuf, reason: String },
 
     /// A blob, manifest, config or tar stream failed verification.
-    #[error("{what} is corrupt: {reason}")]
+    #[error("{what} is corrupt: {reason} (re-export or re-download it)")]
     Corrupt { what: String, reason: String },
 
     /// Content that is well-formed but not supported here (zstd layers, foreign platforms...).
@@ -40,7 +40,9 @@ pub enum ImageError {
     Unsupported { what: String, remedy: String },
 
     /// A layer entry that would land outside the layer directory.
-    #[error("{what}: entry {entry:?} is refused: {reason}")]
+    #[error(
+        "{what}: entry {entry:?} is refused: {reason} (a layer may only hold relative paths that stay inside it; re-create the archive)"
+    )]
     UnsafeEntry {
         what: String,
         entry: String,

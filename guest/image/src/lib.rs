@@ -124,4 +124,20 @@ impl ResolvedImage {
     pub fn flatten_into(&self, dest: &Path) -> Result<(), ImageError> {
         flatten::flatten(&self.layers, dest)
     }
+
+    /// A `sha256:…` naming exactly this root file system — the image's layers and the guest
+    /// layer — to key artifacts built from it (a root disk must be rebuilt when the guest
+    /// program changes even though the image digest does not).
+    pub fn content_key(&self) -> String {
+        let names: Vec<String> = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        digest::prefixed(&digest::hex_of(names.join("\n").as_bytes()))
+    }
 }

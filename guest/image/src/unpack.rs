@@ -32,6 +32,32 @@ pub(crate) fn unpack_layer(
     if dest.is_dir() {
         return Ok(dest);
     }
+    // One unpacker per layer: others wait, then find it done.
+    let lock_path = parent.join(format!(".tmp-lock-{diff_hex}"));
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(ImageError::io_at("cannot open the layer lock", &lock_path))?;
+    fsops::flock(&lock, fsops::LockKind::Exclusive).map_err(ImageError::io_at("cannot lock", &lock_path))?;
+    let result = unpack_locked(blob, diff_hex, &dest, parent, what);
+    // Whoever waits on this (now unlinked) lock file finds the layer in place, or retries.
+    let _ = fs::remove_file(&lock_path);
+    drop(lock);
+    result
+}
+
+fn unpack_locked(
+    blob: &Path,
+    diff_hex: &str,
+    dest: &Path,
+    parent: &Path,
+    what: &str,
+) -> Result<PathBuf, ImageError> {
+    if dest.is_dir() {
+        return Ok(dest.to_path_buf());
+    }
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-unpack-")
         .tempdir_in(parent)
@@ -53,15 +79,15 @@ pub(crate) fn unpack_layer(
         ));
     }
     let tmp_path = tmp.keep();
-    match fs::rename(&tmp_path, &dest) {
-        Ok(()) => Ok(dest),
+    match fs::rename(&tmp_path, dest) {
+        Ok(()) => Ok(dest.to_path_buf()),
         Err(e) => {
             // Someone else finished the same layer first: theirs is as good as ours.
             let _ = fs::remove_dir_all(&tmp_path);
             if dest.is_dir() {
-                Ok(dest)
+                Ok(dest.to_path_buf())
             } else {
-                Err(ImageError::io("cannot move the unpacked layer to", &dest, e))
+                Err(ImageError::io("cannot move the unpacked layer to", dest, e))
             }
         }
     }

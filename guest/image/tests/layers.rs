@@ -210,6 +210,15 @@ fn a_rebuilt_guest_binary_gives_a_new_guest_layer() {
         "the image's own layers are untouched"
     );
     assert_eq!(before.digest, after.digest, "no re-import needed");
+    assert_ne!(
+        before.content_key(),
+        after.content_key(),
+        "root disks keyed by content are rebuilt"
+    );
+    assert_eq!(
+        after.content_key(),
+        t.store.resolve("rootfs").unwrap().content_key()
+    );
 
     // The guest layer is content-addressed: the same content in another home gives the same dir name.
     let other = tempfile::tempdir().unwrap();
@@ -256,4 +265,39 @@ fn whiteout_then_directory_in_one_layer_is_an_opaque_directory() {
     assert!(dest.join("d/new").is_file());
     assert!(!dest.join("d/old").exists());
     assert_eq!(lstat(&dest.join("d")).mode() & 0o7777, 0o700);
+}
+
+#[test]
+fn concurrent_resolves_unpack_each_layer_once() {
+    let t = test_store();
+    let big: &'static [u8] = Box::leak(vec![7u8; 4 << 20].into_boxed_slice());
+    let layer = Layer::gzip(tar_of(&[
+        E::File("big", 0o644, big),
+        E::File("small", 0o644, b"s\n"),
+    ]));
+    let dir = t.scratch.path().join("layout");
+    write_oci_layout(&dir, &[("race", std::slice::from_ref(&layer))]);
+    t.store.import(&dir, None).unwrap();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| t.store.resolve("race").unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &results {
+        assert_eq!(r, &results[0], "everyone gets the same directories");
+    }
+    assert_eq!(
+        fs::metadata(results[0].layers[0].join("big")).unwrap().len(),
+        big.len() as u64
+    );
+    let names: Vec<String> = fs::read_dir(t.home.path().join("layers/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [layer.diff_id[7..].to_string()],
+        "one layer dir, no temporary ones left"
+    );
 }

@@ -9,9 +9,13 @@ use container_support::{cgroup_roots, wait_status, Home, SANDBOX};
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-/// The lines of stderr that are not `--trace` progress.
+/// The launcher's own messages on stderr, without `--trace` progress (image-building progress
+/// and the workload's output are other lines).
 fn error_lines(stderr: &str) -> Vec<&str> {
-    stderr.lines().filter(|l| !l.contains(" µs] ")).collect()
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("sandbox: ") && !l.contains(" µs] "))
+        .collect()
 }
 
 fn assert_nothing_created(home: &Home) {

@@ -186,3 +186,49 @@ fn env_workdir_and_user_reach_the_workload() {
     assert_eq!(run.stdout, "hi there\n/tmp\n1000\n1001\n");
     home.assert_no_leaks(run.id());
 }
+
+#[test]
+fn the_ready_line_is_timed() {
+    let home = Home::new();
+    let run = home.run(&["--timings"], &["sandbox-guest", "ready"]);
+    run.expect(0);
+    let phases: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" µs  (+"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "launcher-start",
+            "namespaces-ready",
+            "rootfs-ready",
+            "exec",
+            "ready",
+            "exit"
+        ],
+        "{}",
+        run.stderr
+    );
+    home.assert_no_leaks(run.id());
+}
+
+#[test]
+fn orphans_are_reaped_inside() {
+    let home = Home::new();
+    // The inner sh exits at once, orphaning its sleep; init (PID 1) must reap it when it ends.
+    let run = home.run(
+        &[],
+        &[
+            "sh",
+            "-c",
+            "sh -c 'sleep 0.2 &'; sleep 1; zombies=0; \
+             for s in /proc/[0-9]*/stat; do read -r line < $s 2>/dev/null || continue; \
+             set -- $line; [ \"$3\" = Z ] && zombies=$((zombies+1)); done; echo zombies=$zombies",
+        ],
+    );
+    run.expect(0);
+    assert_eq!(run.stdout, "zombies=0\n");
+    home.assert_no_leaks(run.id());
+}

@@ -56,7 +56,9 @@ ln -sf /proc/self/fd/1 /dev/stdout
 ln -sf /proc/self/fd/2 /dev/stderr
 for t in ttyS1 ttyS2 ttyS3; do stty -F /dev/$t raw -echo; done
 ctl() {{ echo "$*" > /dev/ttyS3; }}
-finish() {{ sync; poweroff -f; sleep 5; echo o > /proc/sysrq-trigger; }}
+# Power off; should that fail, PID 1 exiting panics the kernel, and panic=-1 with -no-reboot
+# ends QEMU.
+finish() {{ sync; poweroff -f; sleep 5; echo o > /proc/sysrq-trigger; sleep 5; exit 1; }}
 hostname lab
 ip link set lo up
 while read -r m; do
@@ -64,8 +66,9 @@ while read -r m; do
 done < /lab/modules.order
 if [ ! -c /dev/kvm ]; then
     ctl {kvm_missing}
-    echo "lab-init: /dev/kvm is missing after loading kvm_amd; dmesg tail:"
-    dmesg | tail -n 40
+    echo "lab-init: dmesg tail:"
+    dmesg | tail -n 25
+    echo "lab-init: /dev/kvm is missing after loading kvm_amd (see the dmesg tail above)"
     finish
 fi
 run=/sys/firmware/qemu_fw_cfg/by_name/{fw}/raw

@@ -55,7 +55,7 @@ pub struct LabOptions {
     pub memory_mib: u32,
     /// L1 virtual CPUs (QEMU runs one host thread per vCPU under multi-threaded TCG).
     pub cpus: u32,
-    /// QEMU's `-cpu` model for L1 (default `max`, which exposes AMD SVM under TCG; `max,-svm`
+    /// QEMU's `-cpu` model for L1 (default `max`, which exposes AMD SVM under TCG; `qemu64,-svm`
     /// shows what happens when kvm_amd cannot load).
     pub cpu_model: String,
     /// Ship the host's built guest kernel (`sandbox_kernel::cached()`) into L1's cache.

@@ -15,6 +15,10 @@ pub struct Args {
     /// L1 virtual CPUs.
     #[arg(long, default_value_t = 2, value_name = "N")]
     cpus: u32,
+    /// QEMU's CPU model for L1: `max` exposes AMD SVM under TCG (`qemu64,-svm` shows the error
+    /// when kvm_amd cannot load).
+    #[arg(long, default_value = "max", value_name = "MODEL")]
+    l1_cpu: String,
     /// Keep the run directory (QEMU command line, L1 console log, outputs) and print its path.
     #[arg(long)]
     keep: bool,
@@ -61,6 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let opts = LabOptions {
         memory_mib: args.memory,
         cpus: args.cpus,
+        cpu_model: args.l1_cpu,
         keep: args.keep,
         verbose: args.verbose,
         timeout: args.timeout,

@@ -1,0 +1,153 @@
+//! `sandbox lab` end to end: boots the real L1 (Debian's cloud kernel under QEMU TCG with
+//! `-cpu max`) and runs the real `sandbox` binary in it. Each test boots L1 once (a few seconds);
+//! the first test on a fresh machine also downloads the L1 kernel package (needs `apt-get update`
+//! done) and builds the initramfs, both cached under `$SANDBOX_CACHE/lab`.
+//!
+//! Needs qemu-system-x86 and busybox-static; a missing one fails the test with the fix.
+
+use std::process::{Command, Output};
+use std::time::Instant;
+
+const SANDBOX: &str = env!("CARGO_BIN_EXE_sandbox");
+
+fn lab(lab_opts: &[&str], args: &[&str]) -> Output {
+    let start = Instant::now();
+    let out = Command::new(SANDBOX)
+        .arg("lab")
+        .args(lab_opts)
+        .arg("--")
+        .args(args)
+        .output()
+        .expect("the sandbox binary runs");
+    eprintln!(
+        "sandbox lab {lab_opts:?} -- {args:?}: {} in {:.1} s\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        start.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn doctor_inside_l1_finds_hardware_svm_kvm() {
+    let out = lab(&[], &["doctor"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    let kvm = stdout
+        .lines()
+        .find(|l| l.contains("kvm "))
+        .unwrap_or_else(|| panic!("no kvm line: {stdout}"));
+    assert!(kvm.starts_with("ok"), "kvm_amd gives L1 a usable /dev/kvm: {kvm}");
+    assert!(kvm.contains("hardware KVM") && kvm.contains("SVM"), "{kvm}");
+}
+
+#[test]
+fn container_mode_runs_on_the_l1_kernel() {
+    let out = lab(
+        &[],
+        &["run", "--mode", "container", "--", "sandbox-guest", "info"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("info prints JSON");
+    let release = info["kernel_release"].as_str().unwrap();
+    let host = text(&Command::new("uname").arg("-r").output().unwrap().stdout);
+    assert!(
+        release.ends_with("-cloud-amd64"),
+        "L1 runs Debian's cloud kernel: {release}"
+    );
+    assert_ne!(release, host.trim(), "the container ran in L1, not on the host");
+    assert_eq!(
+        info["cgroup"]["version"], "v2",
+        "L1 mounts a pure cgroup2 hierarchy"
+    );
+}
+
+#[test]
+fn exit_status_and_arguments_cross_l1_unchanged() {
+    let out = lab(
+        &[],
+        &[
+            "run",
+            "--mode",
+            "container",
+            "--",
+            "sh",
+            "-c",
+            "echo \"[$1]\"; echo err >&2; exit 3",
+            "sh",
+            "a  'b' $X",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out.stdout), "[a  'b' $X]\n");
+    assert!(text(&out.stderr).contains("err\n"));
+}
+
+#[test]
+fn timeout_kills_l1_and_says_so() {
+    let start = Instant::now();
+    let out = lab(
+        &["--timeout", "1"],
+        &["run", "--mode", "container", "--", "sleep", "600"],
+    );
+    assert_eq!(out.status.code(), Some(124));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("timed out") && stderr.contains("killed"),
+        "{stderr}"
+    );
+    assert!(
+        start.elapsed().as_secs() < 60,
+        "the timeout stopped L1 long before the command would have"
+    );
+}
+
+#[test]
+fn missing_qemu_names_the_package() {
+    let out = Command::new(SANDBOX)
+        .args(["lab", "--", "doctor"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("the sandbox binary runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("qemu-system-x86_64 not found"), "{stderr}");
+    assert!(stderr.contains("apt-get install qemu-system-x86"), "{stderr}");
+}
+
+#[test]
+fn l1_without_svm_reports_the_kvm_amd_failure_with_the_console_tail() {
+    let out = lab(&["--l1-cpu", "qemu64,-svm"], &["doctor"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("L1 failed to load kvm_amd"), "{stderr}");
+    assert!(stderr.contains("L1 console tail"), "{stderr}");
+    assert!(
+        stderr.contains("dmesg tail"),
+        "the console tail carries L1's dmesg: {stderr}"
+    );
+    assert!(
+        stderr.contains("no hardware support for 'kvm_amd'"),
+        "L1's kernel says why: {stderr}"
+    );
+    assert!(out.stdout.is_empty(), "the command never ran");
+}
+
+#[test]
+fn bad_lab_options_name_the_value() {
+    let out = Command::new(SANDBOX)
+        .args(["lab", "--memory", "12K", "--", "doctor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("memory 0 MiB"),
+        "{}",
+        text(&out.stderr)
+    );
+}

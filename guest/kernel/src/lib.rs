@@ -8,8 +8,8 @@
 //!   rename only once complete, so a failed or interrupted build leaves no entry;
 //! - `<key>.lock`: the flock that serialises builders of one key (the entry itself appears by rename).
 //!
-//! The key hashes the source tarball's sha256, the fragment (plus any extra lines) and
-//! [`BUILDER_VERSION`]; nothing is rebuilt while it is unchanged.
+//! The key hashes the source tarball's sha256, the fragment's symbols (plus any extra lines; not
+//! its comments) and [`BUILDER_VERSION`]; nothing is rebuilt while it is unchanged.
 
 mod error;
 mod format;
@@ -30,7 +30,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Changes whenever the way kernels are built changes, so that old cache entries are not reused.
-pub const BUILDER_VERSION: &str = "sandbox-kernel builder 1";
+pub const BUILDER_VERSION: &str = "sandbox-kernel builder 2";
 /// Where Debian's linux-source-6.1 package puts the source tarball.
 pub const DEFAULT_SOURCE: &str = "/usr/src/linux-source-6.1.tar.xz";
 
@@ -122,7 +122,12 @@ impl KernelOptions {
             .map_err(|e| KernelError::io("cannot create", &self.cache_dir, e))?;
         let source_sha = source::tarball_sha256(&self.source, &self.cache_dir)?;
         let mut hasher = Sha256::new();
-        for part in [BUILDER_VERSION, &source_sha, &fragment] {
+        // The symbols, not the text: editing a comment in the fragment rebuilds nothing.
+        let normalized: String = symbols
+            .iter()
+            .map(|(name, value)| format!("{name}={value}\n"))
+            .collect();
+        for part in [BUILDER_VERSION, &source_sha, &normalized] {
             hasher.update(part.as_bytes());
             hasher.update([0]);
         }

@@ -55,6 +55,8 @@ fn the_key_changes_with_the_fragment_and_not_otherwise() {
     let a = options();
     let mut b = options();
     assert_eq!(a.key().unwrap(), b.key().unwrap());
+    b.extra_fragment = vec!["# only a comment".to_string()];
+    assert_eq!(a.key().unwrap(), b.key().unwrap(), "a comment changed the key");
     b.extra_fragment = vec!["CONFIG_IKCONFIG=y".to_string()];
     assert_ne!(a.key().unwrap(), b.key().unwrap());
 }

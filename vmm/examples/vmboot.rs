@@ -3,12 +3,15 @@
 //!
 //! ```text
 //! vmboot --kernel VMLINUX --root DISK [--mem MIB] [--cpus N] [--ro] [--keep-copy PATH]
-//!        [--net TAP] [--cmdline-extra S] [--verbose] [--allow-pvm] [-- CMD ARGS...]
+//!        [--net TAP] [--echo-port PORT] [--find-in-disks TEXT] [--cmdline-extra S] [--verbose]
+//!        [--allow-pvm] [-- CMD ARGS...]
 //! vmboot --probe [--allow-pvm]
 //! ```
 //! With `--keep-copy PATH`, the root disk is first copied to PATH and the VM boots the copy
-//! (a per-VM writable disk that stays for inspection). Exits with the workload's status;
-//! the outcome and timings go to stderr.
+//! (a per-VM writable disk that stays for inspection); `--find-in-disks TEXT` then says whether
+//! TEXT is in the copy and in the base. `--echo-port PORT` answers one TCP connection on the host
+//! (any address, so the tap's) with `pong: ` and the line it got, for `--net` round trips. Exits
+//! with the workload's status; the outcome and timings go to stderr.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -22,12 +25,33 @@ fn usage() -> ! {
     std::process::exit(2)
 }
 
+/// Answers one connection on `port` with `pong: LINE`.
+fn echo_server(port: u16) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = match std::net::TcpListener::bind(("0.0.0.0", port)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("vmboot: echo server on port {port}: {e}");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        if let Ok((mut conn, peer)) = listener.accept() {
+            let mut line = String::new();
+            let _ = BufReader::new(&conn).read_line(&mut line);
+            eprintln!("vmboot: echo server: {peer} sent {:?}", line.trim_end());
+            let _ = conn.write_all(format!("pong: {line}").as_bytes());
+        }
+    });
+}
+
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
     let mut args = std::env::args().skip(1);
     let (mut kernel, mut root, mut mem, mut cpus) = (None, None, 128u64, 1u32);
     let (mut ro, mut keep_copy, mut net, mut extra) = (false, None::<PathBuf>, None::<String>, String::new());
     let (mut verbose, mut allow_pvm, mut probe_mode) = (false, false, false);
+    let (mut echo_port, mut find) = (None::<u16>, None::<String>);
     let mut command = Vec::new();
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -43,6 +67,8 @@ fn main() -> ExitCode {
             "--verbose" => verbose = true,
             "--allow-pvm" => allow_pvm = true,
             "--probe" => probe_mode = true,
+            "--echo-port" => echo_port = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--find-in-disks" => find = Some(value()),
             "--" => {
                 command = args.by_ref().collect();
                 break;
@@ -73,7 +99,7 @@ fn main() -> ExitCode {
             },
         )
     } else {
-        let (Some(kernel), Some(mut root)) = (kernel, root) else {
+        let (Some(kernel), Some(mut root)) = (kernel, root.clone()) else {
             usage()
         };
         if let Some(copy) = &keep_copy {
@@ -115,7 +141,18 @@ fn main() -> ExitCode {
     config.verbose_kernel = verbose;
     config.allow_pvm = allow_pvm;
     config.started = started;
+    if let Some(port) = echo_port {
+        echo_server(port);
+    }
     let result = run(config);
+    if let (Some(text), Some(copy), Some(base)) = (&find, &keep_copy, &root) {
+        for (what, path) in [("per-VM copy", copy), ("base disk", base)] {
+            let found = std::fs::read(path)
+                .map(|b| b.windows(text.len()).any(|w| w == text.as_bytes()))
+                .unwrap_or(false);
+            eprintln!("vmboot: {text:?} in the {what} {}: {found}", path.display());
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     match result {
         Ok(outcome) => {

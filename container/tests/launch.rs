@@ -93,4 +93,37 @@ fn runs_a_command_as_pid_1_with_its_exit_status() {
     let outcome = run(&sh("exit 7"), &env.image).unwrap();
     assert_eq!(outcome.exit_status, 7, "{outcome:?}");
     eprint!("{}", outcome.timings_report());
+    let phases: Vec<&str> = outcome.timings.iter().map(|t| t.phase.as_str()).collect();
+    assert_eq!(
+        phases,
+        [
+            "launcher-start",
+            "namespaces-ready",
+            "rootfs-ready",
+            "exec",
+            "exit"
+        ]
+    );
+    let runs = std::fs::read_dir(env._home.path().join("run")).unwrap().count();
+    assert_eq!(runs, 0, "the run directory must be removed");
+}
+
+#[test]
+fn a_missing_command_is_refused_before_anything_is_created() {
+    let _lock = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let env = setup();
+    let spec = SandboxSpec {
+        command: vec!["no-such-tool".into()],
+        ..SandboxSpec::default()
+    };
+    let err = run(&spec, &env.image).unwrap_err();
+    assert_eq!(err.exit_status(), 127);
+    assert!(
+        err.to_string().contains("no-such-tool") && err.to_string().contains("handmade"),
+        "{err}"
+    );
+    assert!(
+        !env._home.path().join("run").exists()
+            || std::fs::read_dir(env._home.path().join("run")).unwrap().count() == 0
+    );
 }

@@ -11,7 +11,7 @@ Examples:
   sandbox run --mode container -- sh -c 'echo hello'
   sandbox run --mode container --memory 64M -- sandbox-guest mem --mib 128   (OOM-killed: 137)
   sandbox run --mode container --cpus 0.5 --pids 32 -- sandbox-guest cpu
-  sandbox run --mode container --net host -- sandbox-guest net --addr 10.87.0.1:8080
+  sandbox run --mode container --net host -- ip route          eth0 on a private /30; the host is the gateway
   sandbox run --mode container --volume /srv/data:/data:ro --workdir /data -- ls
   sandbox run --mode container --timings -- sandbox-guest ready";
 

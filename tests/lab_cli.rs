@@ -151,3 +151,86 @@ fn bad_lab_options_name_the_value() {
         text(&out.stderr)
     );
 }
+
+/// Every file under `dir` (recursively).
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[test]
+fn interrupt_stops_qemu_and_leaves_no_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(SANDBOX)
+        .args(["lab", "--", "run", "--mode", "container", "--", "sleep", "600"])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until QEMU runs (its run directory lives in our TMPDIR), then interrupt like Ctrl-C.
+    let needle = tmp.path().to_string_lossy().into_owned();
+    let start = Instant::now();
+    while processes_mentioning(&needle)
+        .iter()
+        .all(|c| !c.contains("qemu-system"))
+    {
+        assert!(start.elapsed().as_secs() < 60, "QEMU never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        processes_mentioning(&needle).is_empty(),
+        "QEMU outlived the interrupt"
+    );
+    assert!(
+        files_under(tmp.path()).is_empty(),
+        "left behind: {:?}",
+        files_under(tmp.path())
+    );
+}
+
+#[test]
+fn a_finished_run_leaves_no_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(SANDBOX)
+        .args(["lab", "--", "--version"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("sandbox "));
+    assert!(
+        files_under(tmp.path()).is_empty(),
+        "left behind: {:?}",
+        files_under(tmp.path())
+    );
+}

@@ -180,7 +180,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 #[test]
 fn interrupt_stops_qemu_and_leaves_no_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(SANDBOX)
+    let child = Command::new(SANDBOX)
         .args(["lab", "--", "run", "--mode", "container", "--", "sleep", "600"])
         .env("TMPDIR", tmp.path())
         .stdout(std::process::Stdio::null())

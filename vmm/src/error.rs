@@ -73,7 +73,6 @@ pub enum VmmError {
 
 impl VmmError {
     /// Wraps a failed KVM call with the name of the call.
-    #[allow(dead_code)]
     pub(crate) fn kvm(call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
         move |source| VmmError::KvmCall { call, source }
     }

@@ -209,6 +209,26 @@ pub struct Timings {
     pub ended_us: u64,
 }
 
+impl Timings {
+    /// The phases reached, in order, as `(name, µs since start)`: `vm-built`, `kernel-entry`,
+    /// `init-started`, `ready`, `exit-reported`, `ended`.
+    pub fn phases(&self) -> Vec<(&'static str, u64)> {
+        let mut out = vec![("vm-built", self.vm_built_us)];
+        for (name, t) in [
+            ("kernel-entry", self.kernel_entry_us),
+            ("init-started", self.init_started_us),
+            ("ready", self.ready_us),
+            ("exit-reported", self.exit_reported_us),
+        ] {
+            if let Some(t) = t {
+                out.push((name, t));
+            }
+        }
+        out.push(("ended", self.ended_us));
+        out
+    }
+}
+
 /// What [`run`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmOutcome {
@@ -416,6 +436,20 @@ mod tests {
         assert_eq!(panic.exit_status(), CRASH_EXIT_STATUS);
         assert!(panic.message().unwrap().contains("Kernel panic - not syncing"));
         assert_eq!(Ending::GuestExit(0).message(), None);
+    }
+
+    #[test]
+    fn phases_list_only_what_was_reached_in_order() {
+        let t = Timings {
+            vm_built_us: 5,
+            kernel_entry_us: Some(7),
+            init_started_us: None,
+            ready_us: None,
+            exit_reported_us: Some(90),
+            ended_us: 100,
+        };
+        let names: Vec<&str> = t.phases().iter().map(|p| p.0).collect();
+        assert_eq!(names, ["vm-built", "kernel-entry", "exit-reported", "ended"]);
     }
 
     #[test]

@@ -21,6 +21,8 @@ const CMD_RESET_CPU: u8 = 0xfe;
 const STATUS_OUTPUT_FULL: u8 = 0x01;
 const STATUS_SYSTEM: u8 = 0x04;
 const STATUS_COMMAND: u8 = 0x08;
+/// Keyboard not inhibited (a clear bit makes Linux warn "Keylock active").
+const STATUS_UNLOCKED: u8 = 0x10;
 
 /// What the next byte written to the data port means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +47,7 @@ impl I8042 {
             stop,
             ctr: 0x45,
             output_port: 0x01,
-            status: STATUS_SYSTEM,
+            status: STATUS_SYSTEM | STATUS_UNLOCKED,
             out: VecDeque::new(),
             next_data: DataTarget::Keyboard,
         }

@@ -232,3 +232,38 @@ fn orphans_are_reaped_inside() {
     assert_eq!(run.stdout, "zombies=0\n");
     home.assert_no_leaks(run.id());
 }
+
+#[test]
+fn descriptors_of_the_launcher_do_not_reach_the_container() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let home = Home::new();
+    home.run(&[], &["true"]).expect(0); // builds the default image first
+    let secret = std::fs::File::open("/proc/self/mountinfo").unwrap();
+    let raw = secret.as_raw_fd();
+    let mut cmd = home.command(&[
+        "run",
+        "--mode",
+        "container",
+        "--",
+        "ls",
+        "/proc/1/fd",
+        "/proc/self/fd",
+    ]);
+    // SAFETY: dup2 is async-signal-safe; it gives the launcher an inheritable descriptor 37.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 37) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !stdout.lines().any(|l| l.trim() == "37"),
+        "descriptor 37 leaked: {stdout}"
+    );
+}

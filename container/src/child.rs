@@ -206,9 +206,7 @@ fn setup_and_exec(cfg: &ChildConfig) -> Step {
     mark(cfg, tag::ROOTFS);
 
     // 5. Only the plan and ready descriptors (and stdio) survive exec.
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
-    ctx(Errno::result(rc), || "marking descriptors close-on-exec".into())?;
+    mark_fds_cloexec()?;
     for fd in [plan_fd, cfg.ready_fd] {
         // SAFETY: both descriptors are open in this process (opened above / inherited).
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
@@ -236,6 +234,33 @@ fn setup_and_exec(cfg: &ChildConfig) -> Step {
         what: format!("executing {}", cfg.init_path.to_string_lossy()),
         errno: err,
     })
+}
+
+/// Marks every descriptor from 3 up close-on-exec, so nothing the launcher had open leaks into
+/// the container.
+fn mark_fds_cloexec() -> Step {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    match Errno::result(rc) {
+        Ok(_) => Ok(()),
+        // Kernels before 5.11 lack the flag: set it one descriptor at a time.
+        Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
+            let max = nix::unistd::sysconf(nix::unistd::SysconfVar::OPEN_MAX)
+                .ok()
+                .flatten()
+                .unwrap_or(1024)
+                .min(1 << 20) as RawFd;
+            for fd in 3..max {
+                // SAFETY: F_SETFD on a descriptor number that may not be open: at worst EBADF.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+            Ok(())
+        }
+        Err(errno) => Err(StepError {
+            what: "marking descriptors close-on-exec".into(),
+            errno,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -123,7 +123,11 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
         };
         Some(cgroups::Cgroup::create(&id, &limits).map_err(|e| ContainerError::Cgroup(e.to_string()))?)
     };
-    trace("cgroup created");
+    trace(if cgroup.is_some() {
+        "cgroup created"
+    } else {
+        "no cgroup (rootless: the user namespace gets no delegated cgroup)"
+    });
 
     let (go_read, go_write) = process::pipe()?;
     let (status_read, status_write) = process::pipe()?;

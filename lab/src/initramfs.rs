@@ -17,8 +17,11 @@ use std::time::{Duration, SystemTime};
 
 /// Changes whenever the archive layout changes, so that old entries are not reused.
 const FORMAT_VERSION: &str = "sandbox-lab initramfs 1";
-/// Unused initramfs files older than this are removed when a new one is built.
-const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Initramfs archives beyond the newest few, unused for this long, are removed when a new one is
+/// built.
+const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
+/// How many of the most recently used archives are always kept.
+const KEEP_NEWEST: usize = 3;
 
 #[derive(Debug, Clone)]
 enum Entry {
@@ -273,22 +276,26 @@ fn touch(path: &Path) {
     }
 }
 
-/// Removes other initramfs archives unused for a day (their inputs have moved on).
+/// Removes initramfs archives that are neither among the [`KEEP_NEWEST`] most recently used nor
+/// used within [`STALE_AFTER`] (each rebuild of `sandbox` makes a new one). A run still booting
+/// from a removed archive is unaffected: QEMU has it open.
 fn remove_stale(lab_dir: &Path, keep: &Path) {
     let Ok(entries) = fs::read_dir(lab_dir) else {
         return;
     };
-    for e in entries.flatten() {
-        let p = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_AFTER);
-        if p != keep && name.starts_with("initramfs-") && name.ends_with(".cpio") && old {
-            let _ = fs::remove_file(&p);
+    let mut archives: Vec<(SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("initramfs-") && name.ends_with(".cpio")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    archives.sort_by_key(|a| std::cmp::Reverse(a.0));
+    for (used, path) in archives.into_iter().skip(KEEP_NEWEST) {
+        let stale = used.elapsed().is_ok_and(|age| age > STALE_AFTER);
+        if path != keep && stale {
+            let _ = fs::remove_file(&path);
         }
     }
 }
@@ -370,6 +377,26 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn stale_archives_go_but_the_newest_and_the_current_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let mut paths = Vec::new();
+        for (i, age_min) in [60u64, 50, 40, 30, 20, 1].iter().enumerate() {
+            let p = dir.path().join(format!("initramfs-{i}.cpio"));
+            let f = File::create(&p).unwrap();
+            f.set_modified(now - Duration::from_secs(age_min * 60)).unwrap();
+            paths.push(p);
+        }
+        let other = dir.path().join("kernel-x");
+        fs::create_dir(&other).unwrap();
+        remove_stale(dir.path(), &paths[0]);
+        let left: Vec<bool> = paths.iter().map(|p| p.exists()).collect();
+        // The current one (0) stays; 1 and 2 are stale and beyond the newest three (3, 4, 5).
+        assert_eq!(left, [true, false, false, true, true, true]);
+        assert!(other.exists());
     }
 
     #[test]

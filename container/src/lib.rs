@@ -11,6 +11,11 @@
 //! ([`process::ChildProcess`]) each remove themselves when dropped, so every early return
 //! cleans up; mounts live only in the container's own mount namespace. [`gc`] removes what a
 //! killed launcher left behind.
+//!
+//! The guest program starts with the default capabilities only, so everything that needs more
+//! is done by the launcher's first process before `execve`: the hostname, `lo` up, `eth0`'s
+//! address and route, tmpfs on /tmp and /run. The Plan therefore carries no hostname (init would
+//! fail to set it); init finds the rest already in place.
 
 pub mod caps;
 pub mod cgroups;

@@ -7,8 +7,8 @@
 //!   sandbox lab --include ROOT.ext4:/var/cache/sandbox/vmm-test-root.ext4 -- --ignored --test-threads=1
 //! ```
 //!
-//! Inputs: the kernel is `$SANDBOX_VMM_KERNEL`, else the built guest kernel in the sandbox cache
-//! (`kernel/*/vmlinux`); the root disk is `$SANDBOX_VMM_ROOT`, else
+//! Inputs: the kernel is `$SANDBOX_VMM_KERNEL`, else `$SANDBOX_CACHE/vmm-test-vmlinux`, else the
+//! built guest kernel in the sandbox cache (`kernel/*/vmlinux`); the root disk is `$SANDBOX_VMM_ROOT`, else
 //! `$SANDBOX_CACHE/vmm-test-root.ext4` — an ext4 image with `/usr/bin/sandbox-guest` and busybox
 //! (`sh`, `nproc`, `nc`, `sync`). A missing input fails the test with its name.
 
@@ -44,21 +44,26 @@ fn kernel() -> PathBuf {
     if let Some(p) = std::env::var_os("SANDBOX_VMM_KERNEL") {
         return PathBuf::from(p);
     }
+    let pinned = sandbox_cache().join("vmm-test-vmlinux");
+    if pinned.is_file() {
+        return pinned;
+    }
     let dir = sandbox_cache().join("kernel");
-    std::fs::read_dir(&dir)
-        .ok()
-        .and_then(|entries| {
+    let mut built: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
             entries
                 .filter_map(|e| e.ok())
                 .map(|e| e.path().join("vmlinux"))
-                .find(|p| p.is_file())
+                .collect()
         })
-        .unwrap_or_else(|| {
-            panic!(
-                "no guest kernel: set SANDBOX_VMM_KERNEL or run `sandbox kernel build` (looked in {})",
-                dir.display()
-            )
-        })
+        .unwrap_or_default();
+    built.sort();
+    built.into_iter().find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!(
+            "no guest kernel: set SANDBOX_VMM_KERNEL or run `sandbox kernel build` (looked in {})",
+            dir.display()
+        )
+    })
 }
 
 fn base_root() -> PathBuf {

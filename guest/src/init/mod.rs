@@ -108,7 +108,14 @@ fn run(ending: &Cell<Ending>) -> Result<i32, InitError> {
     if let Some(net_plan) = &plan.net {
         net::configure(net_plan, vm)?;
     }
-    if let Some(name) = &plan.hostname {
+    // A container launcher sets the hostname before it drops CAP_SYS_ADMIN; only change it here
+    // when it differs, so that case needs no capability.
+    let current = nix::unistd::gethostname().ok();
+    if let Some(name) = plan
+        .hostname
+        .as_ref()
+        .filter(|n| current.as_deref() != Some(std::ffi::OsStr::new(n)))
+    {
         nix::unistd::sethostname(name).map_err(|errno| InitError::Hostname {
             name: name.clone(),
             errno,

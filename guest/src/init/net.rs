@@ -127,8 +127,14 @@ fn set_up(ctl: &Ctl, name: &str) -> Result<(), NetError> {
         "reading the flags (SIOCGIFFLAGS)",
         name,
     )?;
+    let wanted = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: SIOCGIFFLAGS filled the union's flags member, which is the one read and written.
-    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    if flags & libc::IFF_UP as libc::c_short != 0 {
+        // Already up (a container launcher does it before dropping CAP_NET_ADMIN): nothing to ask for.
+        return Ok(());
+    }
+    req.ifr_ifru.ifru_flags = flags | wanted;
     ctl.ioctl(
         libc::SIOCSIFFLAGS,
         &mut req,

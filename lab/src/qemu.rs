@@ -3,7 +3,7 @@
 //! tail for error messages, and kills QEMU on timeout or interrupt. QEMU's stdin is /dev/null
 //! (attached to a terminal it stalls), and it dies with the thread that started it.
 
-use crate::init_script::{CTL_EXIT, CTL_KVM_MISSING, CTL_UP, FW_CFG_RUN};
+use crate::init_script::{sh_quote, CTL_EXIT, CTL_KVM_MISSING, CTL_UP, FW_CFG_RUN};
 use crate::interrupt::interrupted;
 use crate::progress::Progress;
 use crate::tools::find_on_path;
@@ -193,11 +193,16 @@ pub fn boot(boot: &Boot, progress: &Progress) -> Result<Ended, LabError> {
     let mut ctl = Tail::create(&dir.path().join("control"))?;
     let args = qemu_args(boot, dir.path());
     if boot.keep {
-        let line = std::iter::once(qemu.display().to_string())
-            .chain(args.iter().cloned())
-            .collect::<Vec<_>>();
-        let cmdline = dir.path().join("qemu-command");
-        fs::write(&cmdline, line.join("\n") + "\n").map_err(|e| LabError::io("write", &cmdline, e))?;
+        // A script that boots the same L1 again by hand (the initramfs stays in the cache).
+        let mut script =
+            b"#!/bin/sh\n# Boots this run's L1 again; QEMU's stdin must not be a terminal.\nexec".to_vec();
+        for arg in std::iter::once(qemu.display().to_string()).chain(args.iter().cloned()) {
+            script.push(b' ');
+            script.extend_from_slice(&sh_quote(arg.as_bytes()));
+        }
+        script.extend_from_slice(b" < /dev/null\n");
+        let cmdline = dir.path().join("qemu-command.sh");
+        fs::write(&cmdline, script).map_err(|e| LabError::io("write", &cmdline, e))?;
     }
 
     let step = progress.step(format!(
@@ -295,7 +300,7 @@ pub fn boot(boot: &Boot, progress: &Progress) -> Result<Ended, LabError> {
     if boot.keep {
         let kept = dir.keep();
         progress.note(&format!(
-            "kept the run directory {} (qemu-command, console.log, outputs)",
+            "kept the run directory {} (qemu-command.sh boots it again; console.log, stdout, stderr)",
             kept.display()
         ));
         ended.kept = Some(kept);

@@ -112,7 +112,12 @@ fn info_shows_the_guest_kernel_and_virtio_disks() {
     let (outcome, text, _) = boot(dir.path(), &[], |_| {});
     assert_eq!(outcome.ending, Ending::GuestExit(0));
     let json_start = text.find('{').expect("info prints JSON");
-    let info: serde_json::Value = serde_json::from_str(text[json_start..].trim()).expect("one JSON document");
+    // The first JSON document on the console (kernel lines may follow it).
+    let info: serde_json::Value = serde_json::Deserializer::from_str(&text[json_start..])
+        .into_iter()
+        .next()
+        .expect("a JSON document")
+        .expect("valid JSON");
     let host = nix::sys::utsname::uname().unwrap();
     assert_ne!(
         info["kernel_release"].as_str(),

@@ -74,6 +74,8 @@ pub struct LabOptions {
     pub cache_dir: PathBuf,
     /// Extra host files to place in L1.
     pub include: Vec<Include>,
+    /// Environment for the command in L1 (besides [`PASSED_ENV`], taken from ours when set).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for LabOptions {
@@ -90,6 +92,7 @@ impl Default for LabOptions {
             sandbox_bin: None,
             cache_dir: sandbox_guest::paths::sandbox_cache().join("lab"),
             include: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -153,6 +156,16 @@ pub fn prepare(opts: &LabOptions) -> Result<Prepared, LabError> {
 }
 
 fn validate(opts: &LabOptions) -> Result<(), LabError> {
+    for (k, _) in &opts.env {
+        let ok = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(LabError::BadOption(format!(
+                "environment name {k:?}: use letters, digits and _ (not starting with a digit)"
+            )));
+        }
+    }
     if !(256..=65536).contains(&opts.memory_mib) {
         return Err(LabError::BadOption(format!(
             "memory {} MiB: give 256 MiB to 64 GiB (L1 holds the initramfs in RAM)",
@@ -167,10 +180,11 @@ fn validate(opts: &LabOptions) -> Result<(), LabError> {
 
 fn boot_of(args: &[&OsStr], opts: &LabOptions, capture: bool) -> Result<Ended, LabError> {
     let prepared = prepare(opts)?;
-    let env: Vec<(String, String)> = PASSED_ENV
+    let mut env: Vec<(String, String)> = PASSED_ENV
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
         .collect();
+    env.extend(opts.env.iter().cloned());
     let boot = qemu::Boot {
         vmlinuz: prepared.kernel.vmlinuz.clone(),
         initramfs: prepared.initramfs.clone(),

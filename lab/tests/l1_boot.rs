@@ -25,6 +25,7 @@ fn lab(args: &[&str], timeout: Option<Duration>) -> LabOutput {
         sandbox_bin: Some(bin),
         timeout,
         memory_mib: 1024,
+        env: vec![("LAB_TEST".into(), "x 'y' $z".into())],
         ..LabOptions::default()
     };
     let start = std::time::Instant::now();
@@ -47,7 +48,7 @@ fn lab(args: &[&str], timeout: Option<Duration>) -> LabOutput {
 
 #[test]
 fn l1_has_svm_kvm_passes_arguments_and_propagates_the_exit_status() {
-    let script = "uname -r; grep -c -w svm /proc/cpuinfo; ls -l /dev/kvm; echo \"[$1] [$2]\"; echo to-stderr >&2; exit 3";
+    let script = "uname -r; grep -c -w svm /proc/cpuinfo; ls -l /dev/kvm; echo \"[$1] [$2]\"; echo \"[$LAB_TEST]\"; echo to-stderr >&2; exit 3";
     let out = lab(&["sh", "-c", script, "sh", "a  'b'", "$HOME"], None);
     eprintln!("stdout: {}\nstderr: {}", out.stdout, out.stderr);
     assert_eq!(out.status, 3);
@@ -73,6 +74,7 @@ fn l1_has_svm_kvm_passes_arguments_and_propagates_the_exit_status() {
         "/dev/kvm is a character device in L1: {lines:?}"
     );
     assert_eq!(lines[3], "[a  'b'] [$HOME]");
+    assert_eq!(lines[4], "[x 'y' $z]", "--env reaches the command");
     assert_eq!(out.stderr, "to-stderr\n");
 }
 

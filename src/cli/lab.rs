@@ -31,6 +31,9 @@ pub struct Args {
     /// Place a host file in L1: HOST_PATH:L1_PATH (repeatable).
     #[arg(long = "include", value_name = "HOST:L1", value_parser = parse_include)]
     include: Vec<Include>,
+    /// Set an environment variable for the command in L1: NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
     /// Only fetch the L1 kernel and build the initramfs (warms the cache), then print their paths.
     #[arg(long, conflicts_with = "args")]
     prepare: bool,
@@ -49,6 +52,12 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
         Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
         _ => Err(format!("bad timeout {s:?}: give a positive number of seconds")),
     }
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("bad --env {s:?}: give NAME=VALUE"))
 }
 
 fn parse_include(s: &str) -> Result<Include, String> {
@@ -70,6 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         verbose: args.verbose,
         timeout: args.timeout,
         include: args.include,
+        env: args.env,
         ..LabOptions::default()
     };
     if args.prepare {

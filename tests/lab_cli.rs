@@ -234,3 +234,43 @@ fn a_finished_run_leaves_no_files() {
         files_under(tmp.path())
     );
 }
+
+#[test]
+fn images_option_ships_the_host_image_store() {
+    let home = tempfile::tempdir().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(rootfs.path().join("bin")).unwrap();
+    assert!(
+        std::path::Path::new("/bin/busybox").is_file(),
+        "busybox-static is not installed: run `apt-get install busybox-static`"
+    );
+    std::fs::copy("/bin/busybox", rootfs.path().join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.path().join("bin/cat")).unwrap();
+    std::fs::write(rootfs.path().join("marker"), "from the host store\n").unwrap();
+    let import = Command::new(SANDBOX)
+        .args(["image", "import", "--name", "labtest"])
+        .arg(rootfs.path())
+        .env("SANDBOX_HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{}", text(&import.stderr));
+    let out = Command::new(SANDBOX)
+        .args([
+            "lab",
+            "--images",
+            "--",
+            "run",
+            "--mode",
+            "container",
+            "--image",
+            "labtest",
+            "--",
+            "cat",
+            "/marker",
+        ])
+        .env("SANDBOX_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "from the host store\n");
+}

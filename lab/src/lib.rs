@@ -58,6 +58,8 @@ pub struct LabOptions {
     /// QEMU's `-cpu` model for L1 (default `max`, which exposes AMD SVM under TCG; `qemu64,-svm`
     /// shows what happens when kvm_amd cannot load).
     pub cpu_model: String,
+    /// Ship the host's image store (`$SANDBOX_HOME/images`) into L1's `$SANDBOX_HOME`.
+    pub images: bool,
     /// Ship the host's built guest kernel (`sandbox_kernel::cached()`) into L1's cache.
     pub guest_kernel: bool,
     /// Keep the run directory (QEMU command line, console log, outputs) and say where.
@@ -85,6 +87,7 @@ impl Default for LabOptions {
             cpus: 2,
             cpu_model: "max".into(),
             guest_kernel: true,
+            images: false,
             keep: false,
             verbose: false,
             timeout: None,
@@ -149,6 +152,9 @@ pub fn prepare(opts: &LabOptions) -> Result<Prepared, LabError> {
     let mut include = opts.include.clone();
     if opts.guest_kernel {
         include.extend(payload::guest_kernel());
+    }
+    if opts.images {
+        include.extend(payload::image_store()?);
     }
     let tree = payload::tree(&kernel, &sandbox, &guest, &include)?;
     let initramfs = tree.build(&opts.cache_dir, &progress)?;

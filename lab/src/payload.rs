@@ -2,7 +2,7 @@
 //! `sandbox-guest` binaries, the host tools sandbox calls (with their libraries), and any extra
 //! files the caller names (guest kernels, disks) at their L1 paths.
 
-use crate::init_script::{init_script, L1_SANDBOX_CACHE};
+use crate::init_script::{init_script, L1_SANDBOX_CACHE, L1_SANDBOX_HOME};
 use crate::initramfs::{shared_libraries, Tree};
 use crate::l1kernel::L1Kernel;
 use crate::modules;
@@ -51,6 +51,38 @@ pub fn guest_kernel() -> Vec<Include> {
         .iter()
         .filter_map(|p| Include::from_cache(&cache, p))
         .collect()
+}
+
+/// Every file of the host's image store (`$SANDBOX_HOME/images`, an OCI layout), at the same
+/// place under L1's `$SANDBOX_HOME`, so that `run --image NAME` finds imported images; their
+/// layers are unpacked in L1 on first use.
+pub fn image_store() -> Result<Vec<Include>, LabError> {
+    let images = sandbox_guest::paths::sandbox_home().join("images");
+    let mut out = Vec::new();
+    if images.is_dir() {
+        walk(&images, &images, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<Include>) -> Result<(), LabError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| LabError::io("list", dir, e))? {
+        let path = entry.map_err(|e| LabError::io("list", dir, e))?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if path.is_dir() {
+            walk(root, &path, out)?;
+        } else if path.is_file() && !name.starts_with('.') {
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            out.push(Include {
+                host: path.clone(),
+                l1_path: format!("{L1_SANDBOX_HOME}/images/{}", rel.display()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The host's static busybox (package busybox-static).

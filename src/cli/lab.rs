@@ -31,6 +31,9 @@ pub struct Args {
     /// Place a host file in L1: HOST_PATH:L1_PATH (repeatable).
     #[arg(long = "include", value_name = "HOST:L1", value_parser = parse_include)]
     include: Vec<Include>,
+    /// Ship the host's image store ($SANDBOX_HOME/images) into L1, for `run --image NAME`.
+    #[arg(long)]
+    images: bool,
     /// Set an environment variable for the command in L1: NAME=VALUE (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -80,6 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         timeout: args.timeout,
         include: args.include,
         env: args.env,
+        images: args.images,
         ..LabOptions::default()
     };
     if args.prepare {

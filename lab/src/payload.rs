@@ -163,7 +163,7 @@ pub fn tree(kernel: &L1Kernel, sandbox: &Path, guest: &Path, include: &[Include]
     for inc in include {
         if !inc.host.is_file() {
             return Err(LabError::BinaryNotFound(format!(
-                "{} (to be placed at {} in L1) is not a file",
+                "--include {}: not a file (it was to be placed at {} in L1)",
                 inc.host.display(),
                 inc.l1_path
             )));

@@ -7,6 +7,8 @@
 //!   command's exit status.
 //! - [`run_sandbox`]: for end-to-end tests: runs `sandbox ARGS` natively where the host has
 //!   hardware KVM and through the lab otherwise, and says which ([`Environment`]).
+//! - [`testing::delegate`]: for tests needing hardware KVM: runs the test's body here, or runs
+//!   the same test binary, filtered to that test, inside L1.
 //! - [`HostKvm`]: what kind of KVM this host has (for `sandbox doctor` and `run --mode vm`).
 //!
 //! Cache layout under `<sandbox cache>/lab/`: `kernel-<package>_<version>/` (the L1 kernel and
@@ -27,6 +29,7 @@ pub mod modules;
 pub mod payload;
 mod progress;
 pub mod qemu;
+pub mod testing;
 mod tools;
 
 pub use error::LabError;

@@ -42,8 +42,12 @@ pub(crate) fn flatten(layers: &[PathBuf], dest: &Path) -> Result<(), ImageError>
         let mut links = HashMap::new();
         flat.walk(layer, Path::new(""), &mut links)?;
     }
-    // Directory mtimes last: creating and removing entries changed them along the way.
+    // Directory mtimes last: creating and removing entries changed them along the way. A
+    // directory a later layer removed (whiteout, opaque parent, replaced by a file) is skipped.
     for (path, (secs, nsecs)) in &flat.dir_times {
+        if !fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
         fsops::set_mtime_nofollow(path, *secs, *nsecs)
             .map_err(ImageError::io_at("cannot set the mtime of", path))?;
     }
@@ -79,7 +83,6 @@ impl Flattener<'_> {
             let ft = meta.file_type();
             if fsops::is_whiteout(&meta) {
                 remove_any(&dst).map_err(ImageError::io_at("cannot remove (whiteout)", &dst))?;
-                self.dir_times.retain(|p, _| !p.starts_with(&dst));
                 continue;
             }
             if ft.is_dir() {
@@ -90,7 +93,6 @@ impl Flattener<'_> {
                     Ok(m) if m.is_dir() => {
                         if opaque {
                             clear_dir(&dst)?;
-                            self.dir_times.retain(|p, _| !p.starts_with(&dst) || p == &dst);
                         }
                     }
                     Ok(_) => {
@@ -108,7 +110,6 @@ impl Flattener<'_> {
                 continue;
             }
             remove_any(&dst).map_err(ImageError::io_at("cannot replace", &dst))?;
-            self.dir_times.retain(|p, _| !p.starts_with(&dst));
             if ft.is_file() {
                 let key = (meta.dev(), meta.ino());
                 if meta.nlink() > 1 {

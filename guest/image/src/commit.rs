@@ -133,7 +133,35 @@ fn collect_garbage(layout: &Layout) -> Result<(), ImageError> {
             .map_err(ImageError::io_at("cannot remove unreferenced layer", &victim))?;
     }
     remove_stale_staging(layout);
+    prune_guest_layers(layout);
     Ok(())
+}
+
+/// How many guest layers (one per guest binary seen) are kept: the newest ones.
+const GUEST_LAYERS_KEPT: usize = 4;
+
+/// Removes all but the newest [`GUEST_LAYERS_KEPT`] guest layers, so rebuilding the guest
+/// program over and over does not fill the disk (best effort).
+fn prune_guest_layers(layout: &Layout) {
+    let Ok(entries) = fs::read_dir(&layout.guest_layers) else {
+        return;
+    };
+    let mut layers: Vec<(SystemTime, PathBuf, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let m = e.metadata().ok()?;
+            let modified = m.modified().ok()?;
+            (m.is_dir() && !name.starts_with('.')).then(|| (modified, e.path(), name))
+        })
+        .collect();
+    layers.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, path, name) in layers.into_iter().skip(GUEST_LAYERS_KEPT) {
+        let doomed = layout.guest_layers.join(format!(".tmp-gc-{name}"));
+        if fs::rename(&path, &doomed).is_ok() {
+            let _ = crate::unpack::remove_any(&doomed);
+        }
+    }
 }
 
 /// Staging directories older than this are left over by an import that was killed.

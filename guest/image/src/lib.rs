@@ -122,6 +122,12 @@ impl ResolvedImage {
     /// opaque directories and preserving owners, modes, links, device nodes and mtimes — the
     /// tree an ext4 root disk is made from. Needs root (ownership, device nodes).
     pub fn flatten_into(&self, dest: &Path) -> Result<(), ImageError> {
+        eprintln!(
+            "flattening image {:?} ({} layers) into {}...",
+            self.name,
+            self.layers.len(),
+            dest.display()
+        );
         flatten::flatten(&self.layers, dest)
     }
 

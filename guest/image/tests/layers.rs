@@ -301,3 +301,26 @@ fn concurrent_resolves_unpack_each_layer_once() {
         "one layer dir, no temporary ones left"
     );
 }
+
+#[test]
+fn old_guest_layers_are_pruned_newest_kept() {
+    let t = test_store();
+    let path = t.scratch.path().join("rootfs.tar");
+    fs::write(&path, tar_of(&[E::File("hello", 0o644, b"hi\n")])).unwrap();
+    t.store.import(&path, None).unwrap();
+    let mut guest_dirs = Vec::new();
+    for i in 0..6 {
+        fs::write(&t.guest, format!("#!/bin/sh\necho guest build {i}\n")).unwrap();
+        guest_dirs.push(t.store.resolve("rootfs").unwrap().layers.last().unwrap().clone());
+    }
+    // Any store change collects garbage; importing another image is one.
+    t.store.import(&path, Some("other")).unwrap();
+    let kept: Vec<bool> = guest_dirs.iter().map(|d| d.is_dir()).collect();
+    assert_eq!(
+        kept,
+        [false, false, true, true, true, true],
+        "the four newest guest layers stay"
+    );
+    let r = t.store.resolve("rootfs").unwrap();
+    assert_eq!(r.layers.last(), guest_dirs.last(), "the current one is reused");
+}

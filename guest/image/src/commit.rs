@@ -155,7 +155,7 @@ fn prune_guest_layers(layout: &Layout) {
             (m.is_dir() && !name.starts_with('.')).then(|| (modified, e.path(), name))
         })
         .collect();
-    layers.sort_by(|a, b| b.0.cmp(&a.0));
+    layers.sort_by_key(|l| std::cmp::Reverse(l.0));
     for (_, path, name) in layers.into_iter().skip(GUEST_LAYERS_KEPT) {
         let doomed = layout.guest_layers.join(format!(".tmp-gc-{name}"));
         if fs::rename(&path, &doomed).is_ok() {

@@ -128,7 +128,18 @@ pub fn tree(kernel: &L1Kernel, sandbox: &Path, guest: &Path, include: &[Include]
     );
     t.bytes("/etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n");
     t.bytes("/etc/hosts", 0o644, "127.0.0.1 localhost lab\n");
-    t.host_file("/bin/busybox", 0o755, &busybox()?);
+    let busybox = busybox()?;
+    t.host_file("/bin/busybox", 0o755, &busybox);
+    // The applet links are made here rather than by `busybox --install` in L1, where every
+    // step is emulated; /init falls back to --install when /bin/sh is missing.
+    if let Ok(out) = std::process::Command::new(&busybox).arg("--list").output() {
+        for applet in String::from_utf8_lossy(&out.stdout).lines() {
+            let applet = applet.trim();
+            if !applet.is_empty() && !applet.contains('/') && applet != "busybox" {
+                t.symlink(&format!("/bin/{applet}"), "busybox");
+            }
+        }
+    }
 
     let mods = modules::resolve(&kernel.modules, L1_MODULES)?;
     let mut order = String::new();

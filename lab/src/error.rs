@@ -48,6 +48,8 @@ pub enum LabError {
         qemu_status: String,
         console_tail: String,
     },
+    #[error("QEMU could not start L1: {stderr} (check --l1-cpu, --memory and --cpus)")]
+    QemuFailed { stderr: String },
     #[error("interrupted: L1 was stopped")]
     Interrupted,
 }

@@ -305,6 +305,10 @@ pub fn boot(boot: &Boot, progress: &Progress) -> Result<Ended, LabError> {
         ));
         ended.kept = Some(kept);
     }
+    let console_empty = tail
+        .lock()
+        .map(|t| t.iter().all(|l| l.trim().is_empty()))
+        .unwrap_or(false);
     let console_tail = || {
         let lines = tail
             .lock()
@@ -334,6 +338,11 @@ pub fn boot(boot: &Boot, progress: &Progress) -> Result<Ended, LabError> {
         Some(code) => {
             ended.status = code;
             Ok(ended)
+        }
+        None if status.is_some_and(|s| !s.success()) && console_empty && !qemu_err.trim().is_empty() => {
+            Err(LabError::QemuFailed {
+                stderr: qemu_err.trim().to_string(),
+            })
         }
         None => Err(LabError::NoExitStatus {
             qemu_status: status.map_or_else(|| "killed".to_string(), |s| s.to_string()),

@@ -63,6 +63,26 @@ pub(crate) struct StreamFacts {
 /// Top-level file names that mark a tarball as an image archive rather than a root file system.
 pub(crate) const ARCHIVE_MARKERS: [&str; 3] = ["manifest.json", "oci-layout", "index.json"];
 
+/// The largest marker file read to tell an image archive from a root file system.
+const MAX_MARKER: u64 = 4 << 20;
+
+/// Whether the content of a top-level marker file is what an image archive has there (a root
+/// file system may well hold an unrelated `manifest.json` or `index.json`).
+fn looks_like_marker(name: &str, content: &[u8]) -> bool {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(content) else {
+        return false;
+    };
+    match name {
+        "manifest.json" => json
+            .as_array()
+            .and_then(|a| a.first())
+            .is_some_and(|e| e.get("Config").is_some() && e.get("Layers").is_some()),
+        "oci-layout" => json.get("imageLayoutVersion").is_some(),
+        "index.json" => json.get("manifests").is_some(),
+        _ => false,
+    }
+}
+
 /// What verifying a layer stream established.
 #[derive(Debug, Clone)]
 pub(crate) struct LayerScan {
@@ -426,11 +446,11 @@ pub(crate) fn verify_layer(path: &Path, what: &str) -> Result<LayerScan, ImageEr
             } else {
                 symlinks.remove(&rel);
             }
-            if entry.header().entry_type().is_file() {
-                if let Some(m) = ARCHIVE_MARKERS.iter().find(|m| rel.as_os_str() == **m) {
-                    markers.push(*m);
-                }
-            }
+            let marker = ARCHIVE_MARKERS
+                .iter()
+                .find(|m| rel.as_os_str() == **m && entry.header().entry_type().is_file())
+                .filter(|_| entry.size() <= MAX_MARKER)
+                .copied();
             if entry.header().entry_type().is_hard_link() {
                 if let Some(target) = entry.link_name().ok().flatten() {
                     let target_rel =
@@ -452,8 +472,15 @@ pub(crate) fn verify_layer(path: &Path, what: &str) -> Result<LayerScan, ImageEr
                 }
             }
             let expected = entry.size();
-            let got = io::copy(&mut entry, &mut io::sink())
-                .map_err(|e| ImageError::corrupt(what, describe_read_error(&e)))?;
+            let mut content = Vec::new();
+            let got = match marker {
+                Some(_) => io::copy(&mut entry, &mut content),
+                None => io::copy(&mut entry, &mut io::sink()),
+            }
+            .map_err(|e| ImageError::corrupt(what, describe_read_error(&e)))?;
+            if let Some(m) = marker.filter(|m| looks_like_marker(m, &content)) {
+                markers.push(m);
+            }
             if got != expected {
                 return Err(ImageError::corrupt(
                     what,

@@ -390,3 +390,30 @@ fn import_docker_save_with_oci_layout_inside() {
     check_sample_rootfs(&resolved.layers[0], true);
     assert_eq!(resolved.config.cmd, ["run", "me"]);
 }
+
+#[test]
+fn rootfs_tarball_with_its_own_manifest_json_is_a_rootfs() {
+    let t = test_store();
+    // A root file system may hold files named like an image archive's, with other content.
+    let path = t.scratch.path().join("webapp.tar");
+    fs::write(
+        &path,
+        tar_of(&[
+            E::File(
+                "manifest.json",
+                0o644,
+                br#"{"name": "my web app", "version": "1.0"}"#,
+            ),
+            E::File("index.json", 0o644, br#"{"pages": []}"#),
+            E::File("oci-layout", 0o644, b"not json"),
+        ]),
+    )
+    .unwrap();
+    let info = t.store.import(&path, None).unwrap();
+    assert_eq!((info.name.as_str(), info.layers), ("webapp", 1));
+    let resolved = t.store.resolve("webapp").unwrap();
+    assert_eq!(
+        fs::read(resolved.layers[0].join("index.json")).unwrap(),
+        br#"{"pages": []}"#
+    );
+}

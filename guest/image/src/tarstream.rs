@@ -64,11 +64,11 @@ pub(crate) struct StreamFacts {
 pub(crate) const ARCHIVE_MARKERS: [&str; 3] = ["manifest.json", "oci-layout", "index.json"];
 
 /// The largest marker file read to tell an image archive from a root file system.
-const MAX_MARKER: u64 = 4 << 20;
+pub(crate) const MAX_MARKER: u64 = 4 << 20;
 
 /// Whether the content of a top-level marker file is what an image archive has there (a root
 /// file system may well hold an unrelated `manifest.json` or `index.json`).
-fn looks_like_marker(name: &str, content: &[u8]) -> bool {
+pub(crate) fn looks_like_marker(name: &str, content: &[u8]) -> bool {
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(content) else {
         return false;
     };

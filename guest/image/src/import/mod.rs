@@ -15,6 +15,7 @@ use std::path::Path;
 use crate::error::ImageError;
 use crate::layout::Layout;
 use crate::name;
+use crate::tarstream;
 use source::Source;
 use staging::{StagedImage, Staging};
 
@@ -37,9 +38,9 @@ pub(crate) fn stage(layout: &Layout, path: &Path, name: Option<&str>) -> Result<
     let staging = Staging::new(layout)?;
     let staged = if meta.is_dir() {
         let src = Source::dir(path);
-        if path.join("oci-layout").is_file() {
+        if dir_has_marker(path, "oci-layout") {
             oci::import(staging, &src, name, fallback)?
-        } else if path.join("manifest.json").is_file() {
+        } else if dir_has_marker(path, "manifest.json") {
             docker::import(staging, &src, name, fallback)?
         } else {
             rootfs::import_dir(staging, path, name.map(str::to_string).unwrap_or(fallback))?
@@ -86,4 +87,12 @@ pub(crate) fn stage(layout: &Layout, path: &Path, name: Option<&str>) -> Result<
         other => other,
     })?;
     Ok(staged)
+}
+
+/// Whether `dir` holds the image-archive file `name` with the content such a file has (a root
+/// file system may hold an unrelated `manifest.json`).
+fn dir_has_marker(dir: &Path, name: &str) -> bool {
+    let path = dir.join(name);
+    fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() <= tarstream::MAX_MARKER)
+        && fs::read(&path).is_ok_and(|c| tarstream::looks_like_marker(name, &c))
 }

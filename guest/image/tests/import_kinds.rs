@@ -417,3 +417,19 @@ fn rootfs_tarball_with_its_own_manifest_json_is_a_rootfs() {
         br#"{"pages": []}"#
     );
 }
+
+#[test]
+fn rootfs_directory_with_its_own_manifest_json_is_a_rootfs() {
+    let t = test_store();
+    let dir = t.scratch.path().join("webdir");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("manifest.json"), br#"{"name": "my web app"}"#).unwrap();
+    fs::write(dir.join("oci-layout"), b"not json").unwrap();
+    let info = t.store.import(&dir, None).unwrap();
+    assert_eq!((info.name.as_str(), info.layers), ("webdir", 1));
+    let resolved = t.store.resolve("webdir").unwrap();
+    assert_eq!(
+        fs::read(resolved.layers[0].join("oci-layout")).unwrap(),
+        b"not json"
+    );
+}

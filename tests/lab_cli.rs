@@ -274,3 +274,45 @@ fn images_option_ships_the_host_image_store() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "from the host store\n");
 }
+
+#[test]
+fn export_copies_an_l1_directory_to_the_host() {
+    let host = tempfile::tempdir().unwrap();
+    let dest = host.path().join("report");
+    let export = format!("/tmp:{}", dest.display());
+    let out = lab(
+        &["--export", &export],
+        &[
+            "run",
+            "--mode",
+            "container",
+            "--volume",
+            "/tmp:/out",
+            "--",
+            "sh",
+            "-c",
+            "echo table > /out/report.md; mkdir /out/svg; printf '<svg/>' > /out/svg/a.svg; exit 4",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "the command's status stands");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("report.md")).unwrap(),
+        "table\n"
+    );
+    assert_eq!(std::fs::read_to_string(dest.join("svg/a.svg")).unwrap(), "<svg/>");
+}
+
+#[test]
+fn export_of_a_missing_directory_says_so() {
+    let host = tempfile::tempdir().unwrap();
+    let out = lab(
+        &["--export", &format!("/nonexistent:{}", host.path().display())],
+        &["--version"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot export /nonexistent") && stderr.contains("not a directory"),
+        "{stderr}"
+    );
+}

@@ -50,6 +50,8 @@ pub enum LabError {
     },
     #[error("QEMU could not start L1: {stderr} (check --l1-cpu, --memory and --cpus)")]
     QemuFailed { stderr: String },
+    #[error("cannot export {l1_dir} out of L1: {detail}")]
+    Export { l1_dir: String, detail: String },
     #[error("interrupted: L1 was stopped")]
     Interrupted,
 }

@@ -24,6 +24,10 @@ pub const FW_CFG_RUN: &str = "opt/sandbox/run";
 pub const CTL_EXIT: &str = "EXIT";
 /// The control-channel line reporting that /dev/kvm did not appear.
 pub const CTL_KVM_MISSING: &str = "KVM_MISSING";
+/// The control-channel line reporting that the export tar is on the export disk.
+pub const CTL_EXPORTED: &str = "EXPORTED";
+/// The control-channel line reporting why the export failed.
+pub const CTL_EXPORT_FAILED: &str = "EXPORT_FAILED";
 /// The control-channel line reporting that L1 is up with kvm_amd loaded.
 pub const CTL_UP: &str = "UP";
 
@@ -80,8 +84,25 @@ export HOME=/root SANDBOX_HOME={home} SANDBOX_CACHE={cache}
 . "$run"
 ctl {up} "$(cut -d' ' -f1 /proc/uptime)"
 cd /root
+if [ -n "$lab_export" ]; then
+    while read -r m; do
+        insmod "/lab/modules/$m.ko" || echo "lab-init: insmod $m failed"
+    done < /lab/modules-export.order
+fi
 /bin/sandbox "$@" < /dev/null > /dev/ttyS1 2> /dev/ttyS2
 status=$?
+if [ -n "$lab_export" ]; then
+    n=0
+    while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+    if [ ! -d "$lab_export" ]; then
+        ctl {export_failed} "$lab_export is not a directory in L1"
+    elif err=$(tar -C "$lab_export" -cf /dev/vda . 2>&1); then
+        sync
+        ctl {exported}
+    else
+        ctl {export_failed} "$err"
+    fi
+fi
 ctl {exit} "$status"
 echo "SANDBOX_LAB_EXIT=$status"
 finish
@@ -92,6 +113,8 @@ finish
         kvm_missing = CTL_KVM_MISSING,
         up = CTL_UP,
         exit = CTL_EXIT,
+        exported = CTL_EXPORTED,
+        export_failed = CTL_EXPORT_FAILED,
     )
 }
 
@@ -111,9 +134,19 @@ pub fn sh_quote(arg: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The per-run script `/init` sources: exports `env`, then sets `"$@"` to the sandbox arguments.
-pub fn run_script<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(String, String)]) -> Vec<u8> {
+/// The per-run script `/init` sources: exports `env`, names the directory to export (if any),
+/// then sets `"$@"` to the sandbox arguments.
+pub fn run_script<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+    env: &[(String, String)],
+    export: Option<&str>,
+) -> Vec<u8> {
     let mut out = b"# sandbox lab: one run\n".to_vec();
+    if let Some(dir) = export {
+        out.extend_from_slice(b"lab_export=");
+        out.extend_from_slice(&sh_quote(dir.as_bytes()));
+        out.push(b'\n');
+    }
     for (k, v) in env {
         out.extend_from_slice(b"export ");
         out.extend_from_slice(k.as_bytes());
@@ -146,7 +179,7 @@ mod tests {
             "",
             "it's",
         ];
-        let mut script = run_script(&args, &[("K".into(), "v 'w'".into())]);
+        let mut script = run_script(&args, &[("K".into(), "v 'w'".into())], Some("/x"));
         script.extend_from_slice(b"printf '%s\\0' \"$@\" \"$K\"\n");
         let out = Command::new("sh")
             .arg("-c")

@@ -38,7 +38,7 @@ pub use interrupt::{install_interrupt_handler, interrupted};
 pub use l1kernel::L1Kernel;
 pub use payload::Include;
 pub use progress::Progress;
-pub use qemu::Ended;
+pub use qemu::{Ended, Export, EXPORT_DISK_BYTES};
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -79,6 +79,9 @@ pub struct LabOptions {
     pub cache_dir: PathBuf,
     /// Extra host files to place in L1.
     pub include: Vec<Include>,
+    /// After the command, copy this L1 directory to this host directory (created if missing;
+    /// files in it are overwritten). It travels as a tar on a virtio disk of [`EXPORT_DISK_BYTES`].
+    pub export: Option<Export>,
     /// Environment for the command in L1 (besides [`PASSED_ENV`], taken from ours when set).
     pub env: Vec<(String, String)>,
 }
@@ -99,6 +102,7 @@ impl Default for LabOptions {
             cache_dir: sandbox_guest::paths::sandbox_cache().join("lab"),
             include: Vec::new(),
             env: Vec::new(),
+            export: None,
         }
     }
 }
@@ -200,7 +204,8 @@ fn boot_of(args: &[&OsStr], opts: &LabOptions, capture: bool) -> Result<Ended, L
         memory_mib: opts.memory_mib,
         cpus: opts.cpus,
         cpu_model: opts.cpu_model.clone(),
-        run_script: init_script::run_script(args, &env),
+        run_script: init_script::run_script(args, &env, opts.export.as_ref().map(|e| e.l1_dir.as_str())),
+        export: opts.export.clone(),
         verbose: opts.verbose,
         timeout: opts.timeout,
         keep: opts.keep,

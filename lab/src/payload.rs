@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 /// fw_cfg; KVM itself; overlayfs for container roots; veth and tun for `--net host`.
 pub const L1_MODULES: &[&str] = &["qemu_fw_cfg", "kvm_amd", "overlay", "veth", "tun"];
 
+/// Modules loaded only when the run exports a directory: the export disk is virtio-blk on PCI.
+pub const L1_EXPORT_MODULES: &[&str] = &["virtio_pci", "virtio_blk"];
+
 /// Host tools the `sandbox` binary runs (root disks are made with `mkfs.ext4 -d`; links are set
 /// up with `ip`), copied with their libraries when the host has them. `(tool, path in L1)`.
 pub const L1_TOOLS: &[(&str, &str)] = &[("mkfs.ext4", "/usr/sbin/mkfs.ext4"), ("ip", "/usr/sbin/ip")];
@@ -141,14 +144,23 @@ pub fn tree(kernel: &L1Kernel, sandbox: &Path, guest: &Path, include: &[Include]
         }
     }
 
-    let mods = modules::resolve(&kernel.modules, L1_MODULES)?;
-    let mut order = String::new();
-    for m in &mods {
-        t.host_file(&format!("/lab/modules/{}.ko", m.name), 0o644, &m.path);
-        order.push_str(&m.name);
-        order.push('\n');
+    let base = modules::resolve(&kernel.modules, L1_MODULES)?;
+    let export: Vec<_> = modules::resolve(&kernel.modules, L1_EXPORT_MODULES)?
+        .into_iter()
+        .filter(|m| !base.contains(m))
+        .collect();
+    for (list, mods) in [
+        ("/lab/modules.order", &base),
+        ("/lab/modules-export.order", &export),
+    ] {
+        let mut order = String::new();
+        for m in mods {
+            t.host_file(&format!("/lab/modules/{}.ko", m.name), 0o644, &m.path);
+            order.push_str(&m.name);
+            order.push('\n');
+        }
+        t.bytes(list, 0o644, order);
     }
-    t.bytes("/lab/modules.order", 0o644, order);
     t.bytes("/lab/release", 0o644, format!("{}\n", kernel.release));
 
     for (at, host) in [("/bin/sandbox", sandbox), ("/bin/sandbox-guest", guest)] {

@@ -3,7 +3,9 @@
 //! tail for error messages, and kills QEMU on timeout or interrupt. QEMU's stdin is /dev/null
 //! (attached to a terminal it stalls), and it dies with the thread that started it.
 
-use crate::init_script::{sh_quote, CTL_EXIT, CTL_KVM_MISSING, CTL_UP, FW_CFG_RUN};
+use crate::init_script::{
+    sh_quote, CTL_EXIT, CTL_EXPORTED, CTL_EXPORT_FAILED, CTL_KVM_MISSING, CTL_UP, FW_CFG_RUN,
+};
 use crate::interrupt::interrupted;
 use crate::progress::Progress;
 use crate::tools::find_on_path;
@@ -24,6 +26,18 @@ const CONSOLE_TAIL_LINES: usize = 40;
 const POWEROFF_GRACE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(20);
 
+/// The size of the (sparse) export disk: the most an export can carry, as a tar.
+pub const EXPORT_DISK_BYTES: u64 = 4 << 30;
+
+/// A directory copied out of L1 after the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// Absolute path inside L1.
+    pub l1_dir: String,
+    /// Where its contents land on the host.
+    pub host_dir: PathBuf,
+}
+
 /// How one L1 boot is set up.
 #[derive(Debug, Clone)]
 pub struct Boot {
@@ -40,12 +54,14 @@ pub struct Boot {
     pub timeout: Option<Duration>,
     /// Keep the run directory (console log, outputs, run script, QEMU command line).
     pub keep: bool,
+    /// A directory to copy out of L1 after the command.
+    pub export: Option<Export>,
     /// Collect stdout/stderr instead of writing them to this process's stdout/stderr.
     pub capture: bool,
 }
 
 /// How L1 ended.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Ended {
     /// The command's exit status (124 when timed out).
     pub status: i32,
@@ -59,6 +75,8 @@ pub struct Ended {
     pub total: Duration,
     /// The kept run directory, when `keep` was set.
     pub kept: Option<PathBuf>,
+    /// Why the export (if asked for) did not reach the host; the command's status stands.
+    pub export_error: Option<LabError>,
 }
 
 /// The QEMU binary, found on PATH so that a test can hide it.
@@ -104,7 +122,33 @@ fn qemu_args(boot: &Boot, dir: &Path) -> Vec<String> {
     for name in ["stdout", "stderr", "control"] {
         args.extend(["-serial".into(), format!("file:{}", dir.join(name).display())]);
     }
+    if boot.export.is_some() {
+        args.extend([
+            "-drive".into(),
+            format!(
+                "file={},format=raw,if=none,id=export,cache=unsafe",
+                dir.join("export.tar").display()
+            ),
+            "-device".into(),
+            "virtio-blk-pci,drive=export".into(),
+        ]);
+    }
     args
+}
+
+/// Unpacks the tar L1 wrote onto the export disk into the export's host directory.
+fn unpack_export(disk: &Path, export: &Export) -> Result<(), LabError> {
+    let fail = |detail: String| LabError::Export {
+        l1_dir: export.l1_dir.clone(),
+        detail,
+    };
+    fs::create_dir_all(&export.host_dir).map_err(|e| LabError::io("create", &export.host_dir, e))?;
+    let file = File::open(disk).map_err(|e| LabError::io("open", disk, e))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    archive.set_overwrite(true);
+    archive
+        .unpack(&export.host_dir)
+        .map_err(|e| fail(format!("unpacking into {}: {e}", export.host_dir.display())))
 }
 
 /// A file QEMU appends to, read as it grows.
@@ -186,11 +230,19 @@ pub fn boot(boot: &Boot, progress: &Progress) -> Result<Ended, LabError> {
         .prefix("sandbox-lab-")
         .tempdir()
         .map_err(|e| LabError::io("create a run directory in", std::env::temp_dir(), e))?;
+    let dir_path = dir.path().to_path_buf();
     let run_path = dir.path().join("run.sh");
     fs::write(&run_path, &boot.run_script).map_err(|e| LabError::io("write", &run_path, e))?;
     let mut out = Tail::create(&dir.path().join("stdout"))?;
     let mut err = Tail::create(&dir.path().join("stderr"))?;
     let mut ctl = Tail::create(&dir.path().join("control"))?;
+    if boot.export.is_some() {
+        // Sparse: only what L1 writes takes space.
+        let disk = dir.path().join("export.tar");
+        File::create(&disk)
+            .and_then(|f| f.set_len(EXPORT_DISK_BYTES))
+            .map_err(|e| LabError::io("create the export disk", &disk, e))?;
+    }
     let args = qemu_args(boot, dir.path());
     if boot.keep {
         // A script that boots the same L1 again by hand (the initramfs stays in the cache).
@@ -245,6 +297,7 @@ pub fn boot(boot: &Boot, progress: &Progress) -> Result<Ended, LabError> {
     let mut exit: Option<i32> = None;
     let mut exit_seen_at: Option<Instant> = None;
     let mut kvm_missing = false;
+    let mut exported: Option<Result<(), String>> = None;
     let mut booted = Some(step);
     let mut killed_for = None;
     let status = loop {
@@ -266,6 +319,14 @@ pub fn boot(boot: &Boot, progress: &Progress) -> Result<Ended, LabError> {
                     }
                 }
                 Some(CTL_KVM_MISSING) => kvm_missing = true,
+                Some(CTL_EXPORTED) => exported = Some(Ok(())),
+                Some(CTL_EXPORT_FAILED) => {
+                    exported = Some(Err(line
+                        .trim_end()
+                        .trim_start_matches(CTL_EXPORT_FAILED)
+                        .trim()
+                        .to_string()))
+                }
                 Some(CTL_EXIT) => {
                     exit = words.next().and_then(|w| w.parse().ok());
                     exit_seen_at = Some(Instant::now());
@@ -333,6 +394,19 @@ pub fn boot(boot: &Boot, progress: &Progress) -> Result<Ended, LabError> {
         return Err(LabError::KvmUnavailable {
             console_tail: console_tail(),
         });
+    }
+    if let (Some(_), Some(export)) = (exit, &boot.export) {
+        ended.export_error = match exported {
+            Some(Ok(())) => unpack_export(&dir_path.join("export.tar"), export).err(),
+            Some(Err(detail)) => Some(LabError::Export {
+                l1_dir: export.l1_dir.clone(),
+                detail,
+            }),
+            None => Some(LabError::Export {
+                l1_dir: export.l1_dir.clone(),
+                detail: "L1 did not report the export".into(),
+            }),
+        };
     }
     match exit {
         Some(code) => {

@@ -2,7 +2,7 @@
 //! nested KVM) and exits with its status; see the `sandbox-lab` crate.
 
 use anyhow::Context;
-use sandbox_lab::{Include, LabError, LabOptions};
+use sandbox_lab::{Export, Include, LabError, LabOptions};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +34,10 @@ pub struct Args {
     /// Ship the host's image store ($SANDBOX_HOME/images) into L1, for `run --image NAME`.
     #[arg(long)]
     images: bool,
+    /// After the command, copy an L1 directory to the host: L1_DIR:HOST_DIR (e.g. a bench
+    /// report directory; up to 4 GiB as a tar).
+    #[arg(long, value_name = "L1_DIR:HOST_DIR", value_parser = parse_export)]
+    export: Option<Export>,
     /// Set an environment variable for the command in L1: NAME=VALUE (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -63,6 +67,16 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("bad --env {s:?}: give NAME=VALUE"))
 }
 
+fn parse_export(s: &str) -> Result<Export, String> {
+    match s.split_once(':') {
+        Some((l1, host)) if l1.starts_with('/') && !host.is_empty() => Ok(Export {
+            l1_dir: l1.to_string(),
+            host_dir: PathBuf::from(host),
+        }),
+        _ => Err(format!("bad --export {s:?}: give /ABSOLUTE/L1/DIR:HOST_DIR")),
+    }
+}
+
 fn parse_include(s: &str) -> Result<Include, String> {
     match s.split_once(':') {
         Some((host, l1)) if !host.is_empty() && l1.starts_with('/') => Ok(Include {
@@ -83,6 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         timeout: args.timeout,
         include: args.include,
         env: args.env,
+        export: args.export,
         images: args.images,
         ..LabOptions::default()
     };
@@ -106,7 +121,13 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             );
             Ok(124)
         }
-        Ok(ended) => Ok(ended.status),
+        Ok(ended) => match ended.export_error {
+            Some(err) => {
+                eprintln!("sandbox lab: {err}");
+                Ok(if ended.status != 0 { ended.status } else { 1 })
+            }
+            None => Ok(ended.status),
+        },
         Err(LabError::Interrupted) => {
             eprintln!("sandbox lab: interrupted; L1 (QEMU) was stopped");
             Ok(130)

@@ -30,10 +30,10 @@ impl Bus {
     pub fn insert(&mut self, base: u64, len: u64, device: SharedDevice) -> Result<(), VmmError> {
         let end = base.checked_add(len).filter(|_| len > 0);
         let Some(end) = end else {
-            return Err(VmmError::Thread(format!("bad bus range {base:#x}+{len:#x}")));
+            return Err(VmmError::Setup(format!("bad bus range {base:#x}+{len:#x}")));
         };
         if self.ranges.iter().any(|(b, l, _)| base < b + l && *b < end) {
-            return Err(VmmError::Thread(format!(
+            return Err(VmmError::Setup(format!(
                 "bus range {base:#x}..{end:#x} overlaps another device"
             )));
         }

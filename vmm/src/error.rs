@@ -69,6 +69,8 @@ pub enum VmmError {
     },
     #[error("a VMM thread failed: {0}")]
     Thread(String),
+    #[error("VMM device set-up failed: {0} (a VMM bug: please report it)")]
+    Setup(String),
 }
 
 impl VmmError {

@@ -43,7 +43,7 @@ pub fn configure(
     cpuid::patch(cpuid.as_mut_slice(), index, count);
     vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("KVM_SET_CPUID2"))?;
     let entries = regs::boot_msrs();
-    let msrs = Msrs::from_entries(&entries).map_err(|e| VmmError::Thread(format!("MSR list: {e:?}")))?;
+    let msrs = Msrs::from_entries(&entries).map_err(|e| VmmError::Setup(format!("MSR list: {e:?}")))?;
     vcpu.set_msrs(&msrs).map_err(VmmError::kvm("KVM_SET_MSRS"))?;
     vcpu.set_fpu(&regs::fpu()).map_err(VmmError::kvm("KVM_SET_FPU"))?;
     let lapic = vcpu.get_lapic().map_err(VmmError::kvm("KVM_GET_LAPIC"))?;

@@ -62,7 +62,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
         let mut queues = Vec::new();
         let mut queue_evts = Vec::new();
         for &max in device.queue_max_sizes() {
-            queues.push(Queue::new(max).map_err(|e| VmmError::Thread(format!("virtio queue: {e}")))?);
+            queues.push(Queue::new(max).map_err(|e| VmmError::Setup(format!("virtio queue: {e}")))?);
             queue_evts
                 .push(EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::io("creating a queue eventfd"))?);
         }

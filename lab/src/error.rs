@@ -52,6 +52,11 @@ pub enum LabError {
     QemuFailed { stderr: String },
     #[error("cannot export {l1_dir} out of L1: {detail}")]
     Export { l1_dir: String, detail: String },
+    #[error(
+        "VM mode in the lab needs the guest kernel built on the host first (it is shipped into L1): \
+         run `sandbox kernel build`"
+    )]
+    GuestKernelMissing,
     #[error("interrupted: L1 was stopped")]
     Interrupted,
 }

@@ -191,7 +191,20 @@ fn validate(opts: &LabOptions) -> Result<(), LabError> {
     Ok(())
 }
 
+/// Whether `sandbox ARGS` asks for VM mode without naming its own kernel.
+fn wants_built_guest_kernel(args: &[&OsStr]) -> bool {
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    let end = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+    let own = &args[..end];
+    let vm = own.windows(2).any(|w| w == ["--mode", "vm"]) || own.contains(&"--mode=vm");
+    vm && !own.iter().any(|a| *a == "--kernel" || a.starts_with("--kernel="))
+}
+
 fn boot_of(args: &[&OsStr], opts: &LabOptions, capture: bool) -> Result<Ended, LabError> {
+    if opts.guest_kernel && wants_built_guest_kernel(args) && payload::guest_kernel().is_empty() {
+        // Building it inside L1 would take the better part of an hour under emulation.
+        return Err(LabError::GuestKernelMissing);
+    }
     let prepared = prepare(opts)?;
     let mut env: Vec<(String, String)> = PASSED_ENV
         .iter()
@@ -325,4 +338,19 @@ fn read_all<R: std::io::Read>(r: Option<&mut R>) -> String {
 pub fn qemu_run_captured<S: AsRef<OsStr>>(args: &[S], opts: &LabOptions) -> Result<Ended, LabError> {
     let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
     boot_of(&args, opts, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spots_vm_mode_without_its_own_kernel() {
+        let v = |args: &[&str]| wants_built_guest_kernel(&args.iter().map(OsStr::new).collect::<Vec<_>>());
+        assert!(v(&["run", "--mode", "vm", "--", "true"]));
+        assert!(v(&["run", "--mode=vm"]));
+        assert!(!v(&["run", "--mode", "vm", "--kernel", "/k", "--", "true"]));
+        assert!(!v(&["run", "--mode", "container", "--", "echo", "--mode", "vm"]));
+        assert!(!v(&["doctor"]));
+    }
 }

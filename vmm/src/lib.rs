@@ -84,7 +84,9 @@ pub struct VmConfig {
     pub cmdline_extra: String,
     /// The root disk, `/dev/vda` (the per-VM writable copy; its owner removes it).
     pub root: DiskConfig,
-    /// The guest program's Plan, given to the guest as a read-only disk after the root disk.
+    /// The guest program's Plan, given to the guest as a read-only disk after the root disk
+    /// (with `mode` set to VM and the ready channel set to the boot/exit port). Volume sources in
+    /// it are the names [`VmConfig::extra_disk_device`] gives.
     pub plan: Option<Plan>,
     /// More disks (volumes), after the plan disk: see [`VmConfig::extra_disk_device`].
     pub disks: Vec<DiskConfig>,

@@ -12,7 +12,7 @@ use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use sandbox_guest::protocol::{encode_plan_block, exit_device, Plan};
+use sandbox_guest::protocol::{encode_plan_block, exit_device, Mode, Plan, ReadyChannel};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -96,11 +96,20 @@ impl Builder<'_> {
     }
 }
 
+/// The plan as the guest must see it: VM mode, ready through the boot/exit port.
+pub fn vm_plan(plan: &Plan) -> Plan {
+    let mut plan = plan.clone();
+    plan.mode = Mode::Vm;
+    plan.ready = ReadyChannel::Port(exit_device::PORT);
+    plan
+}
+
 fn plan_disk(plan: &Plan) -> Result<Block, VmmError> {
+    let plan = vm_plan(plan);
     let fd = nix::sys::memfd::memfd_create(c"sandbox-plan", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
         .map_err(|e| VmmError::PlanBlock(e.into()))?;
     let mut file = File::from(fd);
-    file.write_all(&encode_plan_block(plan))
+    file.write_all(&encode_plan_block(&plan))
         .map_err(VmmError::PlanBlock)?;
     Block::new(file, true, "sandbox-plan").map_err(VmmError::PlanBlock)
 }
@@ -411,5 +420,30 @@ impl Machine {
             vmm_rss_bytes_excluding_guest: crate::rss::current(&self.guest_ranges()),
             boot_protocol: self.boot_protocol,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandbox_guest::protocol::{decode_plan_block, Mode};
+    use std::io::Read;
+
+    #[test]
+    fn the_plan_disk_holds_the_plan_in_vm_mode_with_the_port_as_ready_channel() {
+        let plan = Plan::new(
+            Mode::Container,
+            vec!["sh".into(), "-c".into(), "echo 'a  b'".into()],
+        );
+        let block = plan_disk(&plan).unwrap();
+        assert_eq!(block.capacity_sectors(), 8);
+        let mut bytes = Vec::new();
+        let mut file = block.into_file();
+        std::io::Seek::rewind(&mut file).unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        let seen = decode_plan_block(&bytes).unwrap();
+        assert_eq!(seen.command, plan.command);
+        assert_eq!(seen.mode, Mode::Vm);
+        assert_eq!(seen.ready, ReadyChannel::Port(exit_device::PORT));
     }
 }

@@ -109,6 +109,11 @@ impl Block {
         self.capacity_sectors
     }
 
+    /// The backing file (for inspection).
+    pub fn into_file(self) -> File {
+        self.file
+    }
+
     fn parse(descs: &[Descriptor], mem: &GuestMemoryMmap) -> Result<Request, Malformed> {
         let status_desc = match descs.last() {
             Some(d) if descs.len() >= 2 && d.is_write_only() && d.len() >= 1 => d,

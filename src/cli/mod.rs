@@ -5,6 +5,7 @@ mod doctor;
 mod gc;
 mod image;
 mod kernel;
+mod lab;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,9 @@ pub enum Command {
     /// Build or locate the guest kernel (from Debian's linux-source-6.1, cached by content).
     #[command(subcommand)]
     Kernel(kernel::Command),
+    /// Run `sandbox ARGS` inside the lab: an L1 Linux under QEMU TCG with a real (nested) KVM,
+    /// for hosts whose own KVM is PVM or absent.
+    Lab(lab::Args),
     /// Run a command in a container or a microVM: `sandbox run --mode container -- CMD ARGS`.
     Run(run::Args),
 }
@@ -45,6 +49,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Gc(args) => gc::run(args),
         Command::Image(cmd) => image::run(cmd),
         Command::Kernel(cmd) => kernel::run(cmd),
+        Command::Lab(args) => lab::run(args),
         Command::Run(args) => run::run(args),
     }
 }

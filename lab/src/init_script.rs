@@ -100,7 +100,7 @@ if [ -n "$lab_export" ]; then
         sync
         ctl {exported}
     else
-        ctl {export_failed} "$err"
+        ctl {export_failed} "$(echo "$err" | tr '\n' ' ')"
     fi
 fi
 ctl {exit} "$status"

@@ -301,7 +301,14 @@ pub fn boot(boot: &Boot, progress: &Progress) -> Result<Ended, LabError> {
     let mut booted = Some(step);
     let mut killed_for = None;
     let status = loop {
-        let done = child.try_wait().map_err(|e| LabError::io("wait for", &qemu, e))?;
+        let done = match child.try_wait() {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(LabError::io("wait for", &qemu, e));
+            }
+        };
         stdout.put(&out.read_new());
         stderr.put(&err.read_new());
         ctl_buf.push_str(&String::from_utf8_lossy(&ctl.read_new()));

@@ -135,16 +135,19 @@ fn info_shows_the_guest_kernel_and_virtio_disks() {
 
 #[test]
 #[ignore = "needs hardware KVM and a guest kernel: run natively on such a host or in `sandbox lab`"]
-fn exit_status_and_arguments_cross_unchanged() {
+fn exit_status_arguments_and_ready_cross_unchanged() {
     let dir = tempfile::tempdir().unwrap();
-    let (outcome, text, _) = boot(
-        dir.path(),
-        &["sh", "-c", "echo \"a  b\" 'c \"d\"'; exit 7"],
-        |_| {},
-    );
+    let script = "sandbox-guest ready; echo \"a  b\" 'c \"d\"'; exit 7";
+    let (outcome, text, _) = boot(dir.path(), &["sh", "-c", script], |_| {});
     assert_eq!(outcome.ending, Ending::GuestExit(7));
     assert_eq!(outcome.exit_status(), 7);
     assert!(text.contains("a  b c \"d\"\n"), "{text}");
+    let t = outcome.timings;
+    let (init, ready) = (
+        t.init_started_us.unwrap(),
+        t.ready_us.expect("the workload said ready"),
+    );
+    assert!(t.kernel_entry_us.unwrap() <= init && init <= ready && ready <= t.exit_reported_us.unwrap());
 }
 
 #[test]

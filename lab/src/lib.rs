@@ -69,7 +69,8 @@ pub struct LabOptions {
     pub keep: bool,
     /// Show the L1 console (boot messages, module loading) on stderr.
     pub verbose: bool,
-    /// Kill L1 when the command has not finished after this long (status 124).
+    /// Kill L1 when the command has not finished this long after QEMU started (L1 boot included,
+    /// a few seconds); status 124.
     pub timeout: Option<Duration>,
     /// Progress lines on stderr.
     pub progress: bool,

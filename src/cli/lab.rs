@@ -25,7 +25,8 @@ pub struct Args {
     /// Show the L1 console (kernel boot, module loading) on stderr.
     #[arg(long, short)]
     verbose: bool,
-    /// Kill L1 when the command has not finished after SECS seconds (exit status 124).
+    /// Kill L1 when the command has not finished SECS seconds after QEMU started (L1 boot, a few
+    /// seconds, included); exit status 124.
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
     /// Place a host file in L1: HOST_PATH:L1_PATH (repeatable).

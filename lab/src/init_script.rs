@@ -4,7 +4,8 @@
 //!
 //! Channels (all 8250 UARTs, so nothing depends on virtio modules):
 //! - ttyS0, the kernel console: boot messages and init's own notes (shown with `--verbose`);
-//! - ttyS1 / ttyS2, raw: the command's stdout / stderr, byte for byte;
+//! - ttyS1 / ttyS2, raw: the command's stdout / stderr, byte for byte (the command writes to
+//!   pipes that `cat` copies to them, so it sees no terminal);
 //! - ttyS3, raw: init's control lines for the host — `UP <uptime>` once kvm_amd is loaded,
 //!   `KVM_MISSING` (followed by the dmesg tail on the console), `EXIT <status>`.
 //!
@@ -89,8 +90,16 @@ if [ -n "$lab_export" ]; then
         insmod "/lab/modules/$m.ko" || echo "lab-init: insmod $m failed"
     done < /lab/modules-export.order
 fi
-/bin/sandbox "$@" < /dev/null > /dev/ttyS1 2> /dev/ttyS2
+# Through pipes, as when its output is piped on a host: the serial ports are terminals, and
+# programs would draw colours and progress bars for one.
+mkfifo /run/lab-stdout /run/lab-stderr
+cat /run/lab-stdout > /dev/ttyS1 &
+out_pid=$!
+cat /run/lab-stderr > /dev/ttyS2 &
+err_pid=$!
+/bin/sandbox "$@" < /dev/null > /run/lab-stdout 2> /run/lab-stderr
 status=$?
+wait $out_pid $err_pid
 if [ -n "$lab_export" ]; then
     n=0
     while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done

@@ -48,7 +48,7 @@ fn lab(args: &[&str], timeout: Option<Duration>) -> LabOutput {
 
 #[test]
 fn l1_has_svm_kvm_passes_arguments_and_propagates_the_exit_status() {
-    let script = "uname -r; grep -c -w svm /proc/cpuinfo; ls -l /dev/kvm; echo \"[$1] [$2]\"; echo \"[$LAB_TEST]\"; echo to-stderr >&2; exit 3";
+    let script = "uname -r; grep -c -w svm /proc/cpuinfo; ls -l /dev/kvm; echo \"[$1] [$2]\"; echo \"[$LAB_TEST]\"; [ -t 1 ] || [ -t 2 ] || echo piped; echo to-stderr >&2; exit 3";
     let out = lab(&["sh", "-c", script, "sh", "a  'b'", "$HOME"], None);
     eprintln!("stdout: {}\nstderr: {}", out.stdout, out.stderr);
     assert_eq!(out.status, 3);
@@ -75,6 +75,10 @@ fn l1_has_svm_kvm_passes_arguments_and_propagates_the_exit_status() {
     );
     assert_eq!(lines[3], "[a  'b'] [$HOME]");
     assert_eq!(lines[4], "[x 'y' $z]", "--env reaches the command");
+    assert_eq!(
+        lines[5], "piped",
+        "the command's stdout and stderr are pipes, not the serial terminals"
+    );
     assert_eq!(out.stderr, "to-stderr\n");
 }
 

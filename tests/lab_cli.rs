@@ -316,3 +316,26 @@ fn export_of_a_missing_directory_says_so() {
         "{stderr}"
     );
 }
+
+#[test]
+fn l1_finds_the_guest_kernel_the_host_built() {
+    let host = Command::new(SANDBOX).args(["kernel", "path"]).output().unwrap();
+    assert!(
+        host.status.success(),
+        "no guest kernel is built on the host: run `sandbox kernel build` first ({})",
+        text(&host.stderr)
+    );
+    let host_vmlinux = text(&host.stdout)
+        .lines()
+        .find(|l| l.starts_with("vmlinux"))
+        .unwrap()
+        .to_string();
+    let key = host_vmlinux.rsplit('/').nth(1).unwrap().to_string();
+    let out = lab(&[], &["kernel", "path"]);
+    assert_eq!(out.status.code(), Some(0));
+    let l1 = text(&out.stdout);
+    assert!(
+        l1.contains(&format!("/var/cache/sandbox/kernel/{key}/vmlinux")),
+        "L1 uses the host's build {key}: {l1}"
+    );
+}

@@ -19,6 +19,7 @@
 
 mod cpio;
 mod error;
+pub mod guest_kernel;
 mod hostkvm;
 pub mod init_script;
 pub mod initramfs;
@@ -158,13 +159,16 @@ pub fn prepare(opts: &LabOptions) -> Result<Prepared, LabError> {
     let sandbox = sandbox_binary(opts)?;
     let guest = sandbox_guest::paths::guest_binary().map_err(LabError::BinaryNotFound)?;
     let mut include = opts.include.clone();
+    let mut generated = Vec::new();
     if opts.guest_kernel {
-        include.extend(payload::guest_kernel());
+        let k = guest_kernel::guest_kernel();
+        include.extend(k.files);
+        generated.extend(k.generated);
     }
     if opts.images {
         include.extend(payload::image_store()?);
     }
-    let tree = payload::tree(&kernel, &sandbox, &guest, &include)?;
+    let tree = payload::tree(&kernel, &sandbox, &guest, &include, &generated)?;
     let initramfs = tree.build(&opts.cache_dir, &progress)?;
     Ok(Prepared { kernel, initramfs })
 }
@@ -202,7 +206,7 @@ fn wants_built_guest_kernel(args: &[&OsStr]) -> bool {
 }
 
 fn boot_of(args: &[&OsStr], opts: &LabOptions, capture: bool) -> Result<Ended, LabError> {
-    if opts.guest_kernel && wants_built_guest_kernel(args) && payload::guest_kernel().is_empty() {
+    if opts.guest_kernel && wants_built_guest_kernel(args) && guest_kernel::guest_kernel().files.is_empty() {
         // Building it inside L1 would take the better part of an hour under emulation.
         return Err(LabError::GuestKernelMissing);
     }

@@ -44,18 +44,6 @@ impl Include {
     }
 }
 
-/// The host's built guest kernel (if any), at the same place in L1's cache as in the host's.
-pub fn guest_kernel() -> Vec<Include> {
-    let cache = sandbox_guest::paths::sandbox_cache();
-    let Some(k) = sandbox_kernel::cached() else {
-        return Vec::new();
-    };
-    [k.bzimage, k.vmlinux, k.config]
-        .iter()
-        .filter_map(|p| Include::from_cache(&cache, p))
-        .collect()
-}
-
 /// Every file of the host's image store (`$SANDBOX_HOME/images`, an OCI layout), at the same
 /// place under L1's `$SANDBOX_HOME`, so that `run --image NAME` finds imported images; their
 /// layers are unpacked in L1 on first use.
@@ -107,8 +95,17 @@ fn busybox() -> Result<PathBuf, LabError> {
 }
 
 /// Everything L1 needs, as an initramfs tree.
-pub fn tree(kernel: &L1Kernel, sandbox: &Path, guest: &Path, include: &[Include]) -> Result<Tree, LabError> {
+pub fn tree(
+    kernel: &L1Kernel,
+    sandbox: &Path,
+    guest: &Path,
+    include: &[Include],
+    generated: &[(String, Vec<u8>)],
+) -> Result<Tree, LabError> {
     let mut t = Tree::new();
+    for (path, content) in generated {
+        t.bytes(path, 0o644, content.clone());
+    }
     t.bytes("/init", 0o755, init_script());
     for d in [
         "/proc",

@@ -79,8 +79,11 @@ pub struct LabOptions {
     pub sandbox_bin: Option<PathBuf>,
     /// The lab cache (default `<sandbox cache>/lab`).
     pub cache_dir: PathBuf,
-    /// Extra host files to place in L1.
+    /// Extra host files or directories (recursively) to place in L1.
     pub include: Vec<Include>,
+    /// Host programs (names on PATH) to place in L1 at the same paths, with their shared
+    /// libraries — e.g. the bench's peers `crun`, `runc`, `hyperfine`.
+    pub tools: Vec<String>,
     /// After the command, copy this L1 directory to this host directory (created if missing;
     /// files in it are overwritten). It travels as a tar on a virtio disk of [`EXPORT_DISK_BYTES`].
     pub export: Option<Export>,
@@ -103,6 +106,7 @@ impl Default for LabOptions {
             sandbox_bin: None,
             cache_dir: sandbox_guest::paths::sandbox_cache().join("lab"),
             include: Vec::new(),
+            tools: Vec::new(),
             env: Vec::new(),
             export: None,
         }
@@ -158,17 +162,26 @@ pub fn prepare(opts: &LabOptions) -> Result<Prepared, LabError> {
     let kernel = l1kernel::ensure(&opts.cache_dir, &progress)?;
     let sandbox = sandbox_binary(opts)?;
     let guest = sandbox_guest::paths::guest_binary().map_err(LabError::BinaryNotFound)?;
-    let mut include = opts.include.clone();
-    let mut generated = Vec::new();
+    let mut extras = payload::Extras {
+        include: opts.include.clone(),
+        ..Default::default()
+    };
     if opts.guest_kernel {
         let k = guest_kernel::guest_kernel();
-        include.extend(k.files);
-        generated.extend(k.generated);
+        extras.include.extend(k.files);
+        extras.generated.extend(k.generated);
     }
     if opts.images {
-        include.extend(payload::image_store()?);
+        extras.include.extend(payload::image_store()?);
     }
-    let tree = payload::tree(&kernel, &sandbox, &guest, &include, &generated)?;
+    for tool in &opts.tools {
+        extras.tools.push(tools::find_on_path(tool).ok_or_else(|| {
+            LabError::BinaryNotFound(format!(
+                "--tool {tool}: no such program on PATH (install its package)"
+            ))
+        })?);
+    }
+    let tree = payload::tree(&kernel, &sandbox, &guest, &extras)?;
     let initramfs = tree.build(&opts.cache_dir, &progress)?;
     Ok(Prepared { kernel, initramfs })
 }

@@ -51,25 +51,40 @@ pub fn image_store() -> Result<Vec<Include>, LabError> {
     let images = sandbox_guest::paths::sandbox_home().join("images");
     let mut out = Vec::new();
     if images.is_dir() {
-        walk(&images, &images, &mut out)?;
+        walk(
+            &images,
+            &images,
+            &format!("{L1_SANDBOX_HOME}/images"),
+            false,
+            &mut out,
+        )?;
     }
     Ok(out)
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<Include>) -> Result<(), LabError> {
+/// Every file under `dir` as an [`Include`] under `l1_root` (dot files only with `dot_files`).
+fn walk(
+    root: &Path,
+    dir: &Path,
+    l1_root: &str,
+    dot_files: bool,
+    out: &mut Vec<Include>,
+) -> Result<(), LabError> {
     for entry in std::fs::read_dir(dir).map_err(|e| LabError::io("list", dir, e))? {
         let path = entry.map_err(|e| LabError::io("list", dir, e))?.path();
-        let name = path
+        let dot = path
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if dot && !dot_files {
+            continue;
+        }
         if path.is_dir() {
-            walk(root, &path, out)?;
-        } else if path.is_file() && !name.starts_with('.') {
+            walk(root, &path, l1_root, dot_files, out)?;
+        } else if path.is_file() {
             let rel = path.strip_prefix(root).unwrap_or(&path);
             out.push(Include {
                 host: path.clone(),
-                l1_path: format!("{L1_SANDBOX_HOME}/images/{}", rel.display()),
+                l1_path: format!("{}/{}", l1_root.trim_end_matches('/'), rel.display()),
             });
         }
     }
@@ -94,16 +109,21 @@ fn busybox() -> Result<PathBuf, LabError> {
     Ok(path)
 }
 
+/// What a run adds to the standard contents.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Host files or directories (recursively), at their L1 paths.
+    pub include: Vec<Include>,
+    /// Generated files: (L1 path, content).
+    pub generated: Vec<(String, Vec<u8>)>,
+    /// Host programs, at the same paths in L1, with their shared libraries.
+    pub tools: Vec<PathBuf>,
+}
+
 /// Everything L1 needs, as an initramfs tree.
-pub fn tree(
-    kernel: &L1Kernel,
-    sandbox: &Path,
-    guest: &Path,
-    include: &[Include],
-    generated: &[(String, Vec<u8>)],
-) -> Result<Tree, LabError> {
+pub fn tree(kernel: &L1Kernel, sandbox: &Path, guest: &Path, extras: &Extras) -> Result<Tree, LabError> {
     let mut t = Tree::new();
-    for (path, content) in generated {
+    for (path, content) in &extras.generated {
         t.bytes(path, 0o644, content.clone());
     }
     t.bytes("/init", 0o755, init_script());
@@ -180,14 +200,24 @@ pub fn tree(
             t.host_file(conf, 0o644, Path::new(conf));
         }
     }
-    for inc in include {
-        if !inc.host.is_file() {
+    for tool in &extras.tools {
+        t.program(&tool.display().to_string(), tool, "reinstall its package")?;
+    }
+    let mut files = Vec::new();
+    for inc in &extras.include {
+        if inc.host.is_dir() {
+            walk(&inc.host, &inc.host, &inc.l1_path, true, &mut files)?;
+        } else if inc.host.is_file() {
+            files.push(inc.clone());
+        } else {
             return Err(LabError::BinaryNotFound(format!(
-                "--include {}: not a file (it was to be placed at {} in L1)",
+                "--include {}: no such file or directory (it was to be placed at {} in L1)",
                 inc.host.display(),
                 inc.l1_path
             )));
         }
+    }
+    for inc in files {
         let mode = inc
             .host
             .metadata()

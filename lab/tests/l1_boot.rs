@@ -26,6 +26,7 @@ fn lab(args: &[&str], timeout: Option<Duration>) -> LabOutput {
         timeout,
         memory_mib: 1024,
         env: vec![("LAB_TEST".into(), "x 'y' $z".into())],
+        tools: vec!["hyperfine".into()],
         ..LabOptions::default()
     };
     let start = std::time::Instant::now();
@@ -48,7 +49,7 @@ fn lab(args: &[&str], timeout: Option<Duration>) -> LabOutput {
 
 #[test]
 fn l1_has_svm_kvm_passes_arguments_and_propagates_the_exit_status() {
-    let script = "uname -r; grep -c -w svm /proc/cpuinfo; ls -l /dev/kvm; echo \"[$1] [$2]\"; echo \"[$LAB_TEST]\"; [ -t 1 ] || [ -t 2 ] || echo piped; echo to-stderr >&2; exit 3";
+    let script = "uname -r; grep -c -w svm /proc/cpuinfo; ls -l /dev/kvm; echo \"[$1] [$2]\"; echo \"[$LAB_TEST]\"; [ -t 1 ] || [ -t 2 ] || echo piped; hyperfine --version; echo to-stderr >&2; exit 3";
     let out = lab(&["sh", "-c", script, "sh", "a  'b'", "$HOME"], None);
     eprintln!("stdout: {}\nstderr: {}", out.stdout, out.stderr);
     assert_eq!(out.status, 3);
@@ -78,6 +79,10 @@ fn l1_has_svm_kvm_passes_arguments_and_propagates_the_exit_status() {
     assert_eq!(
         lines[5], "piped",
         "the command's stdout and stderr are pipes, not the serial terminals"
+    );
+    assert!(
+        lines[6].starts_with("hyperfine "),
+        "a dynamically linked --tool runs in L1: {lines:?}"
     );
     assert_eq!(out.stderr, "to-stderr\n");
 }

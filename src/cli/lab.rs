@@ -29,7 +29,11 @@ pub struct Args {
     /// seconds, included); exit status 124.
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
-    /// Place a host file in L1: HOST_PATH:L1_PATH (repeatable).
+    /// Place a host program in L1 at the same path, with its shared libraries: NAME on PATH
+    /// (repeatable; e.g. the bench's peers crun, runc, hyperfine).
+    #[arg(long = "tool", value_name = "NAME")]
+    tools: Vec<String>,
+    /// Place a host file or directory (recursively) in L1: HOST_PATH:L1_PATH (repeatable).
     #[arg(long = "include", value_name = "HOST:L1", value_parser = parse_include)]
     include: Vec<Include>,
     /// Ship the host's image store ($SANDBOX_HOME/images) into L1, for `run --image NAME`.
@@ -98,6 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         timeout: args.timeout,
         include: args.include,
         env: args.env,
+        tools: args.tools,
         export: args.export,
         images: args.images,
         ..LabOptions::default()

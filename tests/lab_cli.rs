@@ -339,3 +339,18 @@ fn l1_finds_the_guest_kernel_the_host_built() {
         "L1 uses the host's build {key}: {l1}"
     );
 }
+
+#[test]
+fn doctor_points_to_the_lab_exactly_when_the_host_needs_it() {
+    let out = Command::new(SANDBOX).arg("doctor").output().unwrap();
+    let stdout = text(&out.stdout);
+    let kvm = stdout
+        .lines()
+        .skip_while(|l| !l.contains("kvm "))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let host = sandbox_lab::HostKvm::detect();
+    eprintln!("host: {host}\n{kvm}");
+    assert_eq!(kvm.contains("sandbox lab"), host.needs_lab(), "{kvm}");
+}

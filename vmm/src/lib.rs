@@ -32,7 +32,7 @@ pub use error::VmmError;
 use sandbox_guest::protocol::Plan;
 
 /// The exit status for a VM that ended without its workload's status: a kernel panic, a triple
-/// fault, a reboot the guest program did not announce, or a vCPU KVM could not run.
+/// fault, a reboot or power-off the guest program did not announce, or a vCPU KVM could not run.
 pub const CRASH_EXIT_STATUS: i32 = 120;
 
 /// A virtio-blk disk backed by a host file.
@@ -146,6 +146,8 @@ pub enum Ending {
     GuestExit(u8),
     /// The guest rebooted (or halted) without reporting a status.
     Reboot,
+    /// The guest powered off or halted without reporting a status.
+    PowerOff,
     /// The guest kernel panicked.
     Panic { last_lines: Vec<String> },
     /// A vCPU triple-faulted.
@@ -163,6 +165,7 @@ impl Ending {
             Ending::GuestExit(s) => i32::from(*s),
             Ending::Signal(n) => 128 + n,
             Ending::Reboot
+            | Ending::PowerOff
             | Ending::Panic { .. }
             | Ending::TripleFault { .. }
             | Ending::VcpuFailure { .. } => CRASH_EXIT_STATUS,
@@ -182,6 +185,7 @@ impl Ending {
         match self {
             Ending::GuestExit(_) => None,
             Ending::Reboot => Some("the guest rebooted without reporting an exit status".into()),
+            Ending::PowerOff => Some("the guest powered off without reporting an exit status".into()),
             Ending::Panic { last_lines } => Some(with_lines("the guest kernel panicked".into(), last_lines)),
             Ending::TripleFault { last_lines } => {
                 Some(with_lines("the guest triple-faulted".into(), last_lines))

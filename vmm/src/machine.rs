@@ -155,7 +155,7 @@ impl Machine {
         };
         let serial = Arc::new(Mutex::new(SerialDevice::new(
             serial_irq,
-            SerialOut::new(sink, tail.clone()),
+            SerialOut::new(sink, tail.clone()).stop_on_power_down(stop.clone()),
         )));
         pio.insert(
             u64::from(layout::SERIAL_PORT),
@@ -405,6 +405,7 @@ impl Machine {
             (_, Some(status)) => Ending::GuestExit(status),
             _ if panicked => Ending::Panic { last_lines: lines },
             (Some(StopReason::TripleFault), None) => Ending::TripleFault { last_lines: lines },
+            (Some(StopReason::PowerOff), None) => Ending::PowerOff,
             _ => Ending::Reboot,
         };
         VmOutcome {

@@ -40,6 +40,8 @@ pub enum StopReason {
     Reset,
     /// A vCPU hit a triple fault (KVM_EXIT_SHUTDOWN).
     TripleFault,
+    /// The kernel powered off (it printed its power-down line).
+    PowerOff,
     /// A vCPU halted with interrupts off (only reaches the VMM without an in-kernel LAPIC).
     Halted,
     /// KVM could not run a vCPU (entry failure, internal error, unexpected exit).

@@ -10,7 +10,7 @@
 //! Inputs: the kernel is `$SANDBOX_VMM_KERNEL`, else `$SANDBOX_CACHE/vmm-test-vmlinux`, else the
 //! built guest kernel in the sandbox cache (`kernel/*/vmlinux`); the root disk is `$SANDBOX_VMM_ROOT`, else
 //! `$SANDBOX_CACHE/vmm-test-root.ext4` — an ext4 image with `/usr/bin/sandbox-guest` and busybox
-//! (`sh`, `nproc`, `nc`, `sync`). A missing input fails the test with its name.
+//! (`sh`, `nproc`, `nc`, `sync`, `poweroff`). A missing input fails the test with its name.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener};
@@ -230,4 +230,15 @@ fn a_guest_panic_is_reported_with_its_last_lines() {
         other => panic!("expected a panic, got {other:?}"),
     }
     assert_eq!(outcome.exit_status(), sandbox_vmm::CRASH_EXIT_STATUS);
+}
+
+#[test]
+#[ignore = "needs hardware KVM and a guest kernel: run natively on such a host or in `sandbox lab`"]
+fn a_guest_power_off_ends_the_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let (outcome, _, _) = boot(dir.path(), &["poweroff", "-f"], |_| {});
+    assert_eq!(outcome.ending, Ending::PowerOff);
+    assert_eq!(outcome.exit_status(), sandbox_vmm::CRASH_EXIT_STATUS);
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }

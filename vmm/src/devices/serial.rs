@@ -12,6 +12,7 @@ use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::BusDevice;
+use crate::state::{Stop, StopReason};
 
 /// How many of the console's last lines a crash report shows.
 pub const TAIL_LINES: usize = 40;
@@ -39,7 +40,8 @@ pub struct Tail {
 }
 
 impl Tail {
-    fn push(&mut self, byte: u8) {
+    /// Adds one byte; returns true when it completed a line.
+    fn push(&mut self, byte: u8) -> bool {
         match byte {
             b'\n' => {
                 let line = String::from_utf8_lossy(&self.current)
@@ -50,10 +52,18 @@ impl Tail {
                     self.lines.pop_front();
                 }
                 self.lines.push_back(line);
+                true
             }
-            _ if self.current.len() < TAIL_LINE_MAX => self.current.push(byte),
-            _ => {}
+            _ if self.current.len() < TAIL_LINE_MAX => {
+                self.current.push(byte);
+                false
+            }
+            _ => false,
         }
+    }
+
+    fn last_line(&self) -> Option<&str> {
+        self.lines.back().map(String::as_str)
     }
 
     /// The last complete lines, then the unfinished one if any.
@@ -71,12 +81,19 @@ impl Tail {
     }
 }
 
-/// The UART's output side: a line-buffered sink with CRLF → LF, feeding the tail.
+/// What the kernel prints as it powers off or halts (`pr_emerg`, so shown even with `quiet`;
+/// without ACPI a power-off request becomes a halt). Either only halts the vCPUs, which KVM's
+/// in-kernel LAPIC keeps from the VMM: these lines are the only sign of it.
+pub const POWER_DOWN_LINES: &[&str] = &["reboot: Power down", "reboot: System halted"];
+
+/// The UART's output side: a line-buffered sink with CRLF → LF, feeding the tail, and watching
+/// for the kernel's power-off line.
 pub struct SerialOut {
     sink: Box<dyn Write + Send>,
     tail: Arc<Mutex<Tail>>,
     buf: Vec<u8>,
     pending_cr: bool,
+    stop: Option<Arc<Stop>>,
 }
 
 impl SerialOut {
@@ -86,7 +103,14 @@ impl SerialOut {
             tail,
             buf: Vec::with_capacity(FLUSH_AT),
             pending_cr: false,
+            stop: None,
         }
+    }
+
+    /// Ends the VM (as a power-off) when the kernel prints one of [`POWER_DOWN_LINES`].
+    pub fn stop_on_power_down(mut self, stop: Arc<Stop>) -> SerialOut {
+        self.stop = Some(stop);
+        self
     }
 
     /// Passes everything buffered on to the sink.
@@ -108,7 +132,15 @@ impl Write for SerialOut {
         {
             let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
             for &b in data {
-                tail.push(b);
+                if tail.push(b)
+                    && tail
+                        .last_line()
+                        .is_some_and(|l| POWER_DOWN_LINES.iter().any(|p| l.ends_with(p)))
+                {
+                    if let Some(stop) = &self.stop {
+                        stop.request(StopReason::PowerOff);
+                    }
+                }
             }
         }
         let mut line_end = false;
@@ -246,6 +278,25 @@ mod tests {
         assert_eq!(lines.len(), TAIL_LINES);
         assert_eq!(lines[0], "line 6");
         assert!(tail.lock().unwrap().has_panic());
+    }
+
+    #[test]
+    fn the_kernel_power_down_line_stops_the_vm() {
+        let stop = Arc::new(Stop::new().unwrap());
+        let tail = Arc::new(Mutex::new(Tail::default()));
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let out = SerialOut::new(Box::new(io::sink()), tail).stop_on_power_down(stop.clone());
+        let mut dev = SerialDevice::new(irq, out);
+        type_text(&mut dev, b"echo reboot: Power downstairs\r\n");
+        assert!(!stop.is_requested());
+        type_text(&mut dev, b"[    1.234] reboot: Power down\r\n");
+        assert_eq!(stop.reason(), Some(StopReason::PowerOff));
+        let stop = Arc::new(Stop::new().unwrap());
+        let tail = Arc::new(Mutex::new(Tail::default()));
+        let out = SerialOut::new(Box::new(io::sink()), tail).stop_on_power_down(stop.clone());
+        let mut dev = SerialDevice::new(EventFd::new(libc::EFD_NONBLOCK).unwrap(), out);
+        type_text(&mut dev, b"reboot: System halted\r\n");
+        assert_eq!(stop.reason(), Some(StopReason::PowerOff));
     }
 
     #[test]

@@ -78,6 +78,27 @@ fn base_root() -> PathBuf {
     p
 }
 
+/// How long one boot may take before the watchdog stops it (a hang must fail, not block CI).
+const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `f` (a call to `run` on this thread) and sends this thread SIGTERM if it takes longer
+/// than [`WATCHDOG`]: `run` holds SIGTERM blocked and turns it into an `Ending::Signal`.
+fn with_watchdog<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() } as usize;
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let dog = std::thread::spawn(move || {
+        if wait.recv_timeout(WATCHDOG).is_err() {
+            // SAFETY: the target is the test thread, alive until it joins this thread below.
+            unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGTERM) };
+        }
+    });
+    let out = f();
+    let _ = done.send(());
+    let _ = dog.join();
+    out
+}
+
 /// Boots `command` on a private copy of the root disk; returns the outcome, the console text and
 /// the copy (kept in `dir`).
 fn boot(dir: &Path, command: &[&str], tweak: impl FnOnce(&mut VmConfig)) -> (VmOutcome, String, PathBuf) {
@@ -96,7 +117,12 @@ fn boot(dir: &Path, command: &[&str], tweak: impl FnOnce(&mut VmConfig)) -> (VmO
     let console = Capture::default();
     config.serial = SerialSink::Writer(Box::new(console.clone()));
     tweak(&mut config);
-    let outcome = run(config).expect("the VM boots");
+    let outcome = with_watchdog(|| run(config).expect("the VM boots"));
+    assert!(
+        !matches!(outcome.ending, Ending::Signal(_)),
+        "the VM did not end within {WATCHDOG:?} and was stopped; console:\n{}",
+        console.text()
+    );
     let text = console.text();
     eprintln!(
         "--- console ---\n{text}--- {:?}, {:?}",

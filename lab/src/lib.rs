@@ -269,7 +269,10 @@ pub struct LabOutput {
     pub stderr: String,
     pub environment: Environment,
     pub timed_out: bool,
+    /// The whole call, L1 preparation and boot included.
     pub elapsed: Duration,
+    /// In the lab: from QEMU's start until the command started in L1 (kvm_amd loaded).
+    pub l1_boot: Option<Duration>,
 }
 
 /// Runs `sandbox ARGS`: natively when this host has hardware KVM, else inside the lab. For VM
@@ -286,6 +289,7 @@ pub fn run_sandbox(args: &[&str], opts: &LabOptions) -> Result<LabOutput, LabErr
             environment: Environment::Lab,
             timed_out: ended.timed_out,
             elapsed: start.elapsed(),
+            l1_boot: ended.boot,
         });
     }
     run_native(args, opts)
@@ -341,6 +345,7 @@ fn run_native(args: &[&str], opts: &LabOptions) -> Result<LabOutput, LabError> {
         environment: Environment::Native,
         timed_out,
         elapsed: start.elapsed(),
+        l1_boot: None,
     })
 }
 

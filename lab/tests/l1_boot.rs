@@ -44,6 +44,7 @@ fn lab(args: &[&str], timeout: Option<Duration>) -> LabOutput {
         environment: sandbox_lab::Environment::Lab,
         timed_out: ended.timed_out,
         elapsed: start.elapsed(),
+        l1_boot: ended.boot,
     }
 }
 

@@ -122,8 +122,12 @@ pub struct DeviceThread {
 }
 
 impl DeviceThread {
-    /// Starts the loop over `subscribers`.
-    pub fn spawn(subscribers: Vec<Subscriber>) -> Result<DeviceThread, VmmError> {
+    /// Starts the loop over `subscribers`; if the loop fails or panics, `on_failure` is called
+    /// with the reason (so the VM is stopped rather than left without its devices).
+    pub fn spawn(
+        subscribers: Vec<Subscriber>,
+        on_failure: impl FnOnce(String) + Send + 'static,
+    ) -> Result<DeviceThread, VmmError> {
         let stop =
             EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::io("creating the device-thread eventfd"))?;
         let stop_for_loop = stop.try_clone().map_err(VmmError::io("cloning an eventfd"))?;
@@ -140,12 +144,19 @@ impl DeviceThread {
         let handle = std::thread::Builder::new()
             .name("sandbox-devices".into())
             .spawn(move || {
-                while !done.load(Ordering::SeqCst) {
-                    if let Err(e) = manager.run() {
-                        return Err(format!("device event loop: {e:?}"));
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    while !done.load(Ordering::SeqCst) {
+                        if let Err(e) = manager.run() {
+                            return Err(format!("device event loop: {e:?}"));
+                        }
                     }
+                    Ok(())
+                }))
+                .unwrap_or_else(|_| Err("the device thread panicked".to_string()));
+                if let Err(e) = &result {
+                    on_failure(e.clone());
                 }
-                Ok(())
+                result
             })
             .map_err(VmmError::io("starting the device thread"))?;
         Ok(DeviceThread { stop, handle })
@@ -178,8 +189,11 @@ mod tests {
         let t = MmioTransport::new(Block::new(file, false, "x").unwrap(), mem, irq).unwrap();
         let evt = t.queue_evts()[0].try_clone().unwrap();
         let t = Arc::new(Mutex::new(t));
-        let thread =
-            DeviceThread::spawn(vec![Arc::new(Mutex::new(VirtioSubscriber::new(t.clone())))]).unwrap();
+        let thread = DeviceThread::spawn(
+            vec![Arc::new(Mutex::new(VirtioSubscriber::new(t.clone())))],
+            |_| {},
+        )
+        .unwrap();
         evt.write(1).unwrap();
         // The device thread consumes the notification (the device is inactive, so no work).
         let readable = || {

@@ -283,7 +283,10 @@ impl Machine {
         if self.serial_input {
             subscribers.push(Arc::new(Mutex::new(StdinSubscriber::new(self.serial.clone()))));
         }
-        let devices = DeviceThread::spawn(subscribers)?;
+        let stop = self.stop.clone();
+        let devices = DeviceThread::spawn(subscribers, move |reason| {
+            stop.request(StopReason::VcpuFailure(reason))
+        })?;
 
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         for (i, fd) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
@@ -298,8 +301,15 @@ impl Machine {
             };
             match std::thread::Builder::new()
                 .name(format!("sandbox-vcpu{i}"))
-                .spawn(move || runner.run())
-            {
+                .spawn({
+                    let stop = self.stop.clone();
+                    move || {
+                        // A panicking vCPU thread must still stop the VM, or `wait` never returns.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run())).is_err() {
+                            stop.request(StopReason::VcpuFailure(format!("the vCPU {i} thread panicked")));
+                        }
+                    }
+                }) {
                 Ok(h) => threads.push(h),
                 Err(e) => {
                     self.stop
@@ -318,7 +328,9 @@ impl Machine {
             // The console's last partial line; a closed stdout is not the VM's failure.
             let _ = serial.drain_output();
         }
-        device_result?;
+        // A device-thread failure during the run already stopped the VM as a VcpuFailure (its
+        // on_failure hook); one at teardown does not change how the guest ended.
+        drop(device_result);
         Ok(self.outcome(ended_us))
     }
 

@@ -10,7 +10,7 @@ use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::serial::SerialDevice;
-use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::mmio::{DeviceState, MmioTransport};
 use crate::devices::virtio::VirtioDevice;
 use crate::error::VmmError;
 
@@ -35,6 +35,10 @@ impl<D: VirtioDevice> VirtioSubscriber<D> {
 
     fn sync_backend(&mut self, t: &MmioTransport<D>, ops: &mut EventOps) {
         if let Some((fd, want)) = t.device.backend_fd() {
+            // Until the driver activates the device, backend input cannot go anywhere: watching
+            // a readable tap then would only spin. The driver's first queue notification (it
+            // fills the receive queue, then kicks it) brings us back here.
+            let want = want && t.state() == DeviceState::Active;
             if want != self.backend_watched {
                 let ev = Events::with_data_raw(fd, BACKEND, EventSet::IN);
                 let done = if want { ops.add(ev) } else { ops.remove(ev) };

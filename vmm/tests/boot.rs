@@ -27,6 +27,8 @@ struct Capture(Arc<Mutex<Vec<u8>>>);
 impl Write for Capture {
     fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(d);
+        // Live on stderr too, so a hang shows how far the guest got.
+        let _ = std::io::stderr().write_all(d);
         Ok(d.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -124,10 +126,7 @@ fn boot(dir: &Path, command: &[&str], tweak: impl FnOnce(&mut VmConfig)) -> (VmO
         console.text()
     );
     let text = console.text();
-    eprintln!(
-        "--- console ---\n{text}--- {:?}, {:?}",
-        outcome.ending, outcome.timings
-    );
+    eprintln!("--- {:?}, {:?}", outcome.ending, outcome.timings);
     (outcome, text, copy)
 }
 
@@ -209,11 +208,27 @@ fn net_host_gives_a_tcp_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind(("0.0.0.0", 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    // Answers one connection, giving up with the VM's watchdog so a lost connection fails the test.
     let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut line = String::new();
-        BufReader::new(&conn).read_line(&mut line).unwrap();
-        conn.write_all(format!("pong: {line}").as_bytes()).unwrap();
+        let deadline = std::time::Instant::now() + WATCHDOG;
+        loop {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    conn.set_nonblocking(false).unwrap();
+                    let mut line = String::new();
+                    BufReader::new(&conn).read_line(&mut line).unwrap();
+                    conn.write_all(format!("pong: {line}").as_bytes()).unwrap();
+                    return true;
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(_) => return false,
+            }
+        }
     });
     let script = format!("echo ping | nc 172.30.0.1 {port}");
     let tap = format!("sbxtt{}", std::process::id() % 100_000);
@@ -233,8 +248,9 @@ fn net_host_gives_a_tcp_round_trip() {
             });
         }
     });
-    server.join().unwrap();
+    let answered = server.join().unwrap();
     assert_eq!(outcome.ending, Ending::GuestExit(0));
+    assert!(answered, "the guest never connected");
     assert!(text.contains("pong: ping"), "{text}");
     assert!(!Path::new("/sys/class/net").join(&tap).exists(), "tap removed");
 }

@@ -10,7 +10,8 @@
 //! Inputs: the kernel is `$SANDBOX_VMM_KERNEL`, else `$SANDBOX_CACHE/vmm-test-vmlinux`, else the
 //! built guest kernel in the sandbox cache (`kernel/*/vmlinux`); the root disk is `$SANDBOX_VMM_ROOT`, else
 //! `$SANDBOX_CACHE/vmm-test-root.ext4` — an ext4 image with `/usr/bin/sandbox-guest` and busybox
-//! (`sh`, `nproc`, `nc`, `sync`, `poweroff`). A missing input fails the test with its name.
+//! (`sh`, `nproc`, `nc`, `sync`, `poweroff`), made on first use from the static busybox and the
+//! built guest program. A missing input fails the test with its name.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener};
@@ -69,15 +70,51 @@ fn kernel() -> PathBuf {
 }
 
 fn base_root() -> PathBuf {
-    let p = std::env::var_os("SANDBOX_VMM_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| sandbox_cache().join("vmm-test-root.ext4"));
-    assert!(
-        p.is_file(),
-        "no test root disk at {}: set SANDBOX_VMM_ROOT to an ext4 image with /usr/bin/sandbox-guest and busybox",
-        p.display()
-    );
+    if let Some(p) = std::env::var_os("SANDBOX_VMM_ROOT") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "SANDBOX_VMM_ROOT={} is not a file", p.display());
+        return p;
+    }
+    let p = sandbox_cache().join("vmm-test-root.ext4");
+    if !p.is_file() {
+        build_test_root(&p);
+    }
     p
+}
+
+/// Makes the test root disk: static busybox (package busybox-static) with the applets the tests
+/// use, the guest program at /usr/bin/sandbox-guest, made with mkfs.ext4 (package e2fsprogs);
+/// written under a temporary name and renamed, so no half-made disk is ever found.
+fn build_test_root(dest: &Path) {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .expect("busybox is not installed: run `apt-get install busybox-static`");
+    let guest = sandbox_guest::paths::guest_binary().expect("the static sandbox-guest binary");
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    for dir in [
+        "bin", "usr/bin", "dev", "proc", "sys", "tmp", "run", "etc", "root", "mnt",
+    ] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "nproc", "nc", "sync", "poweroff", "echo", "cat", "true"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::copy(&guest, root.join("usr/bin/sandbox-guest")).unwrap();
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let partial = dest.with_extension(format!("partial-{}", std::process::id()));
+    let status = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-L", "sandbox-root", "-d"])
+        .arg(root)
+        .arg(&partial)
+        .arg("64M")
+        .status()
+        .expect("mkfs.ext4 is not installed: run `apt-get install e2fsprogs`");
+    assert!(status.success(), "mkfs.ext4 failed making the test root disk");
+    std::fs::rename(&partial, dest).unwrap();
 }
 
 /// How long one boot may take before the watchdog stops it (a hang must fail, not block CI).

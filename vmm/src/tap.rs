@@ -179,13 +179,22 @@ mod tests {
         let flags = std::fs::read_to_string(sys.join("flags")).unwrap();
         let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
         assert_ne!(flags & libc::IFF_UP as u32, 0, "link up");
-        let out = std::process::Command::new("ip")
-            .args(["-4", "addr", "show", "dev", &name])
-            .output();
-        if let Ok(out) = out {
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(text.contains("172.31.254.1/30"), "{text}");
-        }
+        // Read the address back the way it was set.
+        // SAFETY: plain socket(2); closed below.
+        let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+        assert!(sock >= 0);
+        let mut req = ifreq_for(&name).unwrap();
+        // SAFETY: SIOCGIFADDR fills one ifreq that lives for the call.
+        let rc = unsafe { libc::ioctl(sock, libc::SIOCGIFADDR as _, &mut req) };
+        // SAFETY: `sock` is ours.
+        unsafe { libc::close(sock) };
+        assert_eq!(rc, 0, "SIOCGIFADDR: {}", std::io::Error::last_os_error());
+        // SAFETY: SIOCGIFADDR filled the address member with a sockaddr_in.
+        let sin: libc::sockaddr_in = unsafe { std::mem::transmute(req.ifr_ifru.ifru_addr) };
+        assert_eq!(
+            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+            Ipv4Addr::new(172, 31, 254, 1)
+        );
         drop(tap);
         assert!(!sys.exists(), "tap removed on close");
     }

@@ -354,3 +354,19 @@ fn doctor_points_to_the_lab_exactly_when_the_host_needs_it() {
     eprintln!("host: {host}\n{kvm}");
     assert_eq!(kvm.contains("sandbox lab"), host.needs_lab(), "{kvm}");
 }
+
+#[test]
+fn memory_and_cpus_options_shape_l1() {
+    let out = lab(
+        &["--memory", "1G", "--cpus", "1"],
+        &["run", "--mode", "container", "--", "sandbox-guest", "info"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("info prints JSON");
+    assert_eq!(info["cpus"]["online"], 1, "{info}");
+    let total_kib = info["memory"]["total_kib"].as_u64().unwrap();
+    assert!(
+        total_kib < 1024 * 1024 && total_kib > 512 * 1024,
+        "L1 has about 1 GiB: {total_kib} KiB"
+    );
+}

@@ -36,6 +36,75 @@ pub const DEFAULT_CAPS: u64 = {
     mask
 };
 
+/// The names of the capabilities in `mask` (lower case, without `CAP_`), for the trace.
+pub fn names(mask: u64) -> String {
+    const NAMES: [&str; 41] = [
+        "chown",
+        "dac_override",
+        "dac_read_search",
+        "fowner",
+        "fsetid",
+        "kill",
+        "setgid",
+        "setuid",
+        "setpcap",
+        "linux_immutable",
+        "net_bind_service",
+        "net_broadcast",
+        "net_admin",
+        "net_raw",
+        "ipc_lock",
+        "ipc_owner",
+        "sys_module",
+        "sys_rawio",
+        "sys_chroot",
+        "sys_ptrace",
+        "sys_pacct",
+        "sys_admin",
+        "sys_boot",
+        "sys_nice",
+        "sys_resource",
+        "sys_time",
+        "sys_tty_config",
+        "mknod",
+        "lease",
+        "audit_write",
+        "audit_control",
+        "setfcap",
+        "mac_override",
+        "mac_admin",
+        "syslog",
+        "wake_alarm",
+        "block_suspend",
+        "audit_read",
+        "perfmon",
+        "bpf",
+        "checkpoint_restore",
+    ];
+    (0..64)
+        .filter(|cap| mask & (1u64 << cap) != 0)
+        .map(|cap| NAMES.get(cap).map_or(format!("cap{cap}"), |n| n.to_string()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// This process's capability sets as the kernel reports them (`CapEff=... CapBnd=...` from
+/// /proc/self/status), for the trace.
+pub fn sets_of_self() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let sets: Vec<String> = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("Cap"))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| format!("Cap{k}={}", v.trim()))
+        .collect();
+    if sets.is_empty() {
+        "/proc/self/status unreadable".into()
+    } else {
+        sets.join(" ")
+    }
+}
+
 /// The highest capability number this kernel knows (read in the launcher, before the child is
 /// created, so the child needs no file access).
 pub fn last_cap() -> u32 {
@@ -117,6 +186,12 @@ pub fn restrict_to(keep: u64, last_cap: u32) -> Result<(), (&'static str, Errno)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_follow_the_kernels_numbering() {
+        assert_eq!(names(1 << 0 | 1 << 21), "chown,sys_admin");
+        assert_eq!(names(DEFAULT_CAPS).split(',').count(), DEFAULT_CAP_NUMBERS.len());
+    }
 
     #[test]
     fn default_set_matches_dockers_capeff() {

@@ -20,7 +20,7 @@ use crate::netconf;
 use crate::rootfs::{self, BindVolume, OLD_ROOT};
 use crate::seccomp::Filters;
 use crate::sys::{ctx, Step, StepError};
-use crate::{devices, mounts, timings};
+use crate::{devices, mounts, timings, trace};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sched::CloneFlags;
@@ -41,6 +41,8 @@ pub struct ChildConfig {
     pub volumes: Vec<BindVolume>,
     pub filters: Filters,
     pub last_cap: u32,
+    /// The launcher's cgroup namespace inode, printed next to the container's by `--trace`.
+    pub host_cgroup_ns: Option<u64>,
     pub init_path: CString,
     pub init_argv: Vec<CString>,
     pub init_env: Vec<CString>,
@@ -169,25 +171,50 @@ fn setup_and_exec(cfg: &ChildConfig) -> Step {
     })?;
 
     // 2. The cgroup namespace, now that we are in the container's cgroup.
+    let began = trace::start();
     ctx(nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP), || {
         "creating the cgroup namespace".into()
     })?;
+    trace::step("namespace", began, || {
+        let show = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+        format!(
+            "cgroup inode {} (host {}) by unshare(CLONE_NEWCGROUP) in the container's cgroup",
+            show(crate::namespaces::inode("self", "cgroup")),
+            show(cfg.host_cgroup_ns)
+        )
+    });
     mark(cfg, tag::NAMESPACES);
 
     // 3. Private mounts first, so nothing below can reach the host's mount table.
     rootfs::make_private()?;
+    let began = trace::start();
     ctx(nix::unistd::sethostname(&cfg.hostname), || {
         format!("setting the hostname to {}", cfg.hostname)
     })?;
+    trace::step("hostname", began, || {
+        format!("{} (in the new UTS namespace)", cfg.hostname)
+    });
+    let began = trace::start();
     netconf::loopback_up().map_err(|(what, errno)| StepError {
         what: what.into(),
         errno,
     })?;
+    trace::step("net.lo", began, || "lo up in the new network namespace".into());
     if let Some(plan) = &net {
+        let began = trace::start();
         netconf::configure(plan).map_err(|(what, errno)| StepError {
             what: what.into(),
             errno,
         })?;
+        trace::step("net.guest", began, || {
+            format!(
+                "{} {}/{} gateway {}",
+                plan.interface,
+                plan.address,
+                plan.prefix_len,
+                plan.gateway.map_or("-".to_string(), |g| g.to_string())
+            )
+        });
     }
 
     // 4. The root filesystem.
@@ -214,14 +241,32 @@ fn setup_and_exec(cfg: &ChildConfig) -> Step {
             format!("passing descriptor {} to the guest program", borrowed.as_raw_fd())
         })?;
     }
+    let began = trace::start();
     caps::restrict_to(caps::DEFAULT_CAPS, cfg.last_cap).map_err(|(what, errno)| StepError {
         what: what.into(),
         errno,
     })?;
+    trace::step("capabilities", began, || {
+        format!(
+            "kept {}; {}",
+            caps::names(caps::DEFAULT_CAPS),
+            caps::sets_of_self()
+        )
+    });
+    let began = trace::start();
     cfg.filters.install().map_err(|e| StepError {
         what: format!("installing the seccomp filter ({e})"),
         errno: Errno::EINVAL,
     })?;
+    trace::step("seccomp", began, || {
+        let (programs, instructions) = cfg.filters.size();
+        format!(
+            "{programs} filters, {instructions} BPF instructions ({} bytes), {} syscalls refused \
+             with EPERM, clone3 with ENOSYS; no_new_privs set",
+            instructions * std::mem::size_of::<libc::sock_filter>(),
+            crate::seccomp::Filters::refused_syscalls()
+        )
+    });
     let mut env = cfg.init_env.clone();
     let plan_env = format!("{}=fd:{plan_fd}", sandbox_guest::protocol::PLAN_ENV);
     env.push(CString::new(plan_env).map_err(|_| StepError {
@@ -229,6 +274,19 @@ fn setup_and_exec(cfg: &ChildConfig) -> Step {
         errno: Errno::EINVAL,
     })?);
     mark(cfg, tag::EXEC);
+    trace::note("exec", || {
+        format!(
+            "execve {} {} (plan fd {plan_fd}, ready fd {})",
+            cfg.init_path.to_string_lossy(),
+            cfg.init_argv
+                .iter()
+                .skip(1)
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            cfg.ready_fd
+        )
+    });
     let err = nix::unistd::execve(&cfg.init_path, &cfg.init_argv, &env).unwrap_err();
     Err(StepError {
         what: format!("executing {}", cfg.init_path.to_string_lossy()),

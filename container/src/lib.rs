@@ -33,6 +33,7 @@ pub mod rundir;
 pub mod seccomp;
 mod sys;
 pub mod timings;
+pub mod trace;
 
 pub use error::ContainerError;
 pub use image::{Image, DEFAULT_PATH};
@@ -82,11 +83,10 @@ pub fn run(spec: &SandboxSpec, image: &Image) -> Result<Outcome, ContainerError>
 /// Call it from a single-threaded launcher (see [`process::spawn`]).
 pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Outcome, ContainerError> {
     let mut timeline = Timeline::new(started_ns);
-    let trace = |what: &str| {
-        if spec.trace {
-            eprintln!("sandbox: [{:>8} µs] {what}", (now_ns() - started_ns) / 1000);
-        }
-    };
+    if spec.trace {
+        trace::enable(started_ns);
+    }
+    let began = trace::start();
 
     // Everything that can be refused is refused before anything is created.
     check_host(spec)?;
@@ -109,13 +109,24 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
     }
     let user = spec.user.or(image.user);
     let filters = seccomp::default_filters()?;
-    trace("checks done");
+    trace::step("checks", began, || {
+        let (programs, instructions) = filters.size();
+        format!(
+            "image {} ({} layers), command {argv:?}, rootless {rootless}; seccomp compiled to \
+             {programs} BPF programs, {instructions} instructions",
+            image.name,
+            image.layers.len()
+        )
+    });
 
     // Host state, each piece owned by a value that removes it when dropped (in reverse order:
     // child process first, then the veth, the cgroup, and last the run directory).
+    let began = trace::start();
     let run_dir = rundir::RunDir::create()?;
     let id = run_dir.id().to_string();
-    trace(&format!("run directory {}", run_dir.path().display()));
+    trace::step("rundir", began, || {
+        format!("run directory {}", run_dir.path().display())
+    });
     let overlay_options = rootfs::overlay_options(&image.layers, &run_dir.upper(), &run_dir.work())
         .map_err(ContainerError::Child)?;
     let cgroup = if rootless {
@@ -128,11 +139,11 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
         };
         Some(cgroups::Cgroup::create(&id, &limits).map_err(|e| ContainerError::Cgroup(e.to_string()))?)
     };
-    trace(if cgroup.is_some() {
-        "cgroup created"
-    } else {
-        "no cgroup (rootless: the user namespace gets no delegated cgroup)"
-    });
+    if cgroup.is_none() {
+        trace::note("cgroup", || {
+            "none (rootless: the user namespace gets no delegated cgroup)".into()
+        });
+    }
 
     let (go_read, go_write) = process::pipe()?;
     let (status_read, status_write) = process::pipe()?;
@@ -156,6 +167,11 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
             .collect(),
         filters,
         last_cap: caps::last_cap(),
+        host_cgroup_ns: if trace::enabled() {
+            namespaces::inode("self", "cgroup")
+        } else {
+            None
+        },
         init_path: cstring(protocol::GUEST_PATH_IN_IMAGE)?,
         init_argv: vec![cstring("sandbox-guest")?, cstring("init")?],
         init_env: vec![cstring(&format!("PATH={}", image.path_var()))?],
@@ -164,9 +180,16 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
         ready_fd: ready_write.as_raw_fd(),
     };
 
-    let pid = process::spawn(&config, namespaces::clone_flags(rootless))?;
+    let began = trace::start();
+    let flags = namespaces::clone_flags(rootless);
+    let pid = process::spawn(&config, flags)?;
     let mut child = process::ChildProcess::new(pid);
-    trace(&format!("container process {pid} created"));
+    trace::step("clone", began, || {
+        format!("pid {pid} (host view), flags {flags:?}")
+    });
+    if trace::enabled() {
+        trace_namespaces(pid, rootless);
+    }
     // The child's ends belong to the child now.
     drop(go_read);
     drop(status_write);
@@ -175,13 +198,32 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
     let ready_watch = process::watch_ready(ready_read);
     let _forwarder = process::SignalForwarder::install(pid)?;
 
+    let began = trace::start();
     if rootless {
         namespaces::write_id_maps(pid, uid, nix::unistd::getegid().as_raw())?;
     }
+    trace::step("idmap", began, || {
+        let map = |f: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/{f}"))
+                .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_else(|e| format!("unreadable ({e})"))
+        };
+        format!(
+            "uid_map [{}] gid_map [{}]{}",
+            map("uid_map"),
+            map("gid_map"),
+            if rootless {
+                " (written: container root is the launcher's uid)"
+            } else {
+                " (no user namespace: uids are the host's)"
+            }
+        )
+    });
     if let Some(cg) = &cgroup {
         cg.add_pid(pid)
             .map_err(|e| ContainerError::Cgroup(e.to_string()))?;
     }
+    let began = trace::start();
     let link = match spec.net {
         NetMode::Host => {
             Some(net::setup_host_link(&id, pid).map_err(|e| ContainerError::Net(e.to_string()))?)
@@ -189,7 +231,16 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
         NetMode::None => None,
     };
     let net_plan = link.as_ref().map(net::HostLink::guest_plan);
-    trace("cgroup joined, network linked");
+    if let Some(link) = &link {
+        trace::step("net.link", began, || {
+            format!(
+                "veth {} {}/{} on the host <-> eth0 in the container's network namespace",
+                link.host_name(),
+                link.host_address(),
+                link.guest_plan().prefix_len
+            )
+        });
+    }
 
     let plan = Plan {
         mode: Mode::Container,
@@ -211,14 +262,23 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
             .collect(),
         ready: ReadyChannel::Fd(ready_fd_number),
     };
+    let began = trace::start();
     let plan_json =
         serde_json::to_vec(&plan).map_err(|e| ContainerError::Child(format!("encoding the plan: {e}")))?;
+    let plan_len = plan_json.len();
     std::fs::write(run_dir.plan(), plan_json).map_err(|source| ContainerError::RunDir {
         path: run_dir.plan(),
         source,
     })?;
+    trace::step("plan", began, || {
+        format!("{} ({plan_len} bytes)", run_dir.plan().display())
+    });
 
+    let began = trace::start();
     process::send_go(go_write, &child::go_message(net_plan.as_ref()))?;
+    trace::step("go", began, || {
+        format!("sent to pid {pid}: the container process sets itself up")
+    });
     let progress = process::read_progress(status_read);
     if let Some(error) = progress.error {
         child.kill();
@@ -233,7 +293,12 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
             timeline.mark_at(name, at);
         }
     }
-    trace("guest program started");
+    trace::note("started", || {
+        format!(
+            "pid {pid} runs {}; the launcher waits",
+            protocol::GUEST_PATH_IN_IMAGE
+        )
+    });
 
     let status = child.wait()?;
     let exited_ns = now_ns();
@@ -242,7 +307,7 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
         timeline.mark_at(phase::READY, at);
     }
     timeline.mark_at(phase::EXIT, exited_ns);
-    trace(&format!("container exited with status {status}"));
+    trace::note("exited", || format!("pid {pid} status {status}"));
 
     let oom_killed = cgroup.as_ref().is_some_and(cgroups::Cgroup::oom_killed);
     let stats = cgroup.as_ref().map(cgroups::Cgroup::stats).unwrap_or_default();
@@ -257,15 +322,40 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
         (status, None)
     };
 
+    trace::note("cgroup.stats", || {
+        let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        format!(
+            "oom_killed {oom_killed}, memory peak {} B, pids now {}, cpu throttled {} times",
+            show(stats.memory_peak_bytes),
+            show(stats.pids_current),
+            show(stats.cpu_nr_throttled)
+        )
+    });
+
     // Tear down in order, reporting failures (drops would only warn).
     drop(child);
     if let Some(link) = link {
+        let began = trace::start();
+        let name = link.host_name().to_string();
         link.remove().map_err(|e| ContainerError::Net(e.to_string()))?;
+        trace::step("net.remove", began, || format!("veth {name}"));
     }
     if let Some(cg) = cgroup {
+        let began = trace::start();
+        let paths = cg.paths();
         cg.remove().map_err(|e| ContainerError::Cgroup(e.to_string()))?;
+        trace::step("cgroup.remove", began, || {
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
     }
+    let began = trace::start();
+    let run_path = run_dir.path().to_path_buf();
     drop(run_dir);
+    trace::step("rundir.remove", began, || run_path.display().to_string());
 
     Ok(Outcome {
         exit_status,
@@ -281,6 +371,22 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
             pids_current: stats.pids_current,
         },
     })
+}
+
+/// Prints one trace line per namespace `clone` created for `pid`, with its inode and the
+/// launcher's own for comparison (different inodes: a different namespace).
+fn trace_namespaces(pid: nix::unistd::Pid, rootless: bool) {
+    let pid = pid.to_string();
+    for name in namespaces::cloned_names(rootless) {
+        let show = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+        trace::note("namespace", || {
+            format!(
+                "{name} inode {} (host {}) by clone",
+                show(namespaces::inode(&pid, name)),
+                show(namespaces::inode("self", name))
+            )
+        });
+    }
 }
 
 /// The argv the guest program will run: empty (its `info`) when no command was given,

@@ -25,6 +25,25 @@ pub fn clone_flags(rootless: bool) -> CloneFlags {
         | CloneFlags::CLONE_NEWNET
 }
 
+/// The namespaces `clone` creates (see [`clone_flags`]), by their name under `/proc/PID/ns/`.
+pub fn cloned_names(rootless: bool) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if rootless {
+        names.push("user");
+    }
+    names.extend(["pid", "mnt", "uts", "ipc", "net"]);
+    names
+}
+
+/// The inode number identifying namespace `name` of process `pid` (`"self"` for this one), as
+/// `/proc/PID/ns/NAME` shows it (`net:[4026531840]`); `None` when it cannot be read.
+pub fn inode(pid: &str, name: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/proc/{pid}/ns/{name}"))
+        .ok()
+        .map(|m| m.ino())
+}
+
 /// Whether this launcher must use a user namespace (it is not root).
 pub fn rootless() -> bool {
     !nix::unistd::geteuid().is_root()

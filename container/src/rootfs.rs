@@ -12,6 +12,7 @@
 //! merely hidden but gone from the namespace.
 
 use crate::sys::{bind, ctx, detach, mkdir_all, mount_fs, propagation, remount_read_only, Step};
+use crate::trace;
 use nix::mount::MsFlags;
 use std::path::{Path, PathBuf};
 
@@ -81,9 +82,13 @@ pub fn pivot(new_root: &Path) -> Step {
         nix::unistd::mkdir(&put_old, nix::sys::stat::Mode::from_bits_truncate(0o700)),
         || format!("creating {}", put_old.display()),
     )?;
+    let began = trace::start();
     ctx(nix::unistd::pivot_root(new_root, &put_old), || {
         format!("pivot_root into {}", new_root.display())
     })?;
+    trace::step("pivot_root", began, || {
+        format!("new root {}, old root at {OLD_ROOT}", new_root.display())
+    });
     ctx(nix::unistd::chdir("/"), || {
         "changing into the new root".to_string()
     })

@@ -128,6 +128,16 @@ pub fn default_filters() -> Result<Filters, ContainerError> {
 }
 
 impl Filters {
+    /// How many BPF programs there are, and their instructions in all (for the trace).
+    pub fn size(&self) -> (usize, usize) {
+        (self.programs.len(), self.programs.iter().map(Vec::len).sum())
+    }
+
+    /// How many syscalls the first filter refuses outright, plus `clone` with namespace flags.
+    pub fn refused_syscalls() -> usize {
+        REFUSED.len() + 1
+    }
+
     /// Installs the filters in the calling thread; sets `no_new_privs` first (seccomp needs it
     /// when the caller lacks CAP_SYS_ADMIN, and the container wants it regardless).
     pub fn install(&self) -> Result<(), String> {

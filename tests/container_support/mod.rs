@@ -70,11 +70,13 @@ fn preconditions() {
     );
 }
 
-/// Parses the sandbox id out of `--trace` output ("run directory HOME/run/ID").
+/// Parses the sandbox id out of `--trace` output ("run directory HOME/run/ID (N µs)").
 pub fn id_from_trace(stderr: &str) -> Option<String> {
     stderr
         .lines()
         .find_map(|l| l.split_once("run directory ").map(|(_, p)| p.trim()))
+        // A trace line ends with the step's duration: `... run directory PATH (12 µs)`.
+        .map(|p| p.rsplit_once(" (").map_or(p, |(path, _)| path))
         .and_then(|p| Path::new(p).file_name())
         .map(|n| n.to_string_lossy().into_owned())
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 /// Writes `value` to a control file in one `write(2)`, as the kernel expects.
 pub(super) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    let began = crate::trace::start();
     fs::OpenOptions::new()
         .write(true)
         // Ignored by cgroupfs, as by `echo > file`; keeps the value whole on a plain file.
@@ -17,7 +18,9 @@ pub(super) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
             action: format!("write {value:?} to"),
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+    crate::trace::step("cgroup.write", began, || format!("{} = {value}", path.display()));
+    Ok(())
 }
 
 /// A control file holding one number; `None` when missing, unreadable or `max`.

@@ -290,9 +290,23 @@ impl Cgroup {
             parts: Vec::new(),
         };
         for part in planned {
+            let began = crate::trace::start();
             let Some(part) = create_part(part, id, limits)? else {
                 continue;
             };
+            crate::trace::step("cgroup.create", began, || {
+                let names: Vec<&str> = part.controllers.iter().map(|c| c.name()).collect();
+                format!(
+                    "{} ({} for {})",
+                    part.dir.display(),
+                    if part.v2 { "cgroup2" } else { "cgroup v1" },
+                    if names.is_empty() {
+                        "membership".to_string()
+                    } else {
+                        names.join(",")
+                    }
+                )
+            });
             cgroup.parts.push(part.clone());
             for &controller in &part.controllers {
                 if part.v2 {

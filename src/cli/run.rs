@@ -1,5 +1,6 @@
 //! `sandbox run`: parse the flags both modes share into a `SandboxSpec`, resolve the image, run
-//! it (container mode: `sandbox_container::run`), and exit with the workload's status.
+//! it (container mode: `sandbox_container::run`; VM mode: `sandbox_vmm::run_sandbox`), and exit
+//! with the workload's status.
 
 use anyhow::Context;
 use sandbox_image::{ResolvedImage, Store};
@@ -13,7 +14,19 @@ Examples:
   sandbox run --mode container --cpus 0.5 --pids 32 -- sandbox-guest cpu
   sandbox run --mode container --net host -- ip route          eth0 on a private /30; the host is the gateway
   sandbox run --mode container --volume /srv/data:/data:ro --workdir /data -- ls
-  sandbox run --mode container --timings -- sandbox-guest ready";
+  sandbox run --mode container --timings -- sandbox-guest ready
+  sandbox run --mode vm                                     `info` inside a microVM
+  sandbox run --mode vm --cpus 2 --memory 256M -- sh -c 'nproc; free -m'
+  sandbox run --mode vm --net host -- ip addr               eth0 on a tap with a private /30
+  sandbox run --mode vm --volume ./data:/data -- ls /data   a directory becomes an ext4 disk (a snapshot)
+  sandbox run --mode vm --volume disk.ext4:/data -- ls /data  an ext4 image file is attached as it is
+  sandbox run --mode vm --keep-disk -- sh -c 'echo hi > /f'  keeps the per-VM root disk, prints its path
+  sandbox lab -- run --mode vm -- sandbox-guest info         on a host whose KVM is PVM or missing
+
+VM mode boots the guest kernel built by `sandbox kernel build` (run it once; it is not built on
+first use) or the one given with --kernel. The guest console (the command's stdout and stderr)
+goes to stdout. On a PVM host (kvm_pvm) a standard kernel cannot run: use `sandbox lab`, or pass
+a PVM-enabled kernel with --kernel.";
 
 /// Which sandbox to run the command in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,7 +62,8 @@ pub struct Args {
     /// Network: `none` (loopback only) or `host` (a private /30 link to the host).
     #[arg(long, default_value = "none", value_parser = clap::value_parser!(NetMode), value_name = "none|host")]
     net: NetMode,
-    /// Bind-mount a host directory: HOST:PATH or HOST:PATH:ro (repeatable).
+    /// Bind-mount a host directory: HOST:PATH or HOST:PATH:ro (repeatable). VM mode: a directory
+    /// becomes an ext4 disk image (a copy: writes stay in the VM), an ext4 image file is attached.
     #[arg(long = "volume", short = 'v', value_parser = clap::value_parser!(Volume), value_name = "HOST:PATH[:ro]")]
     volumes: Vec<Volume>,
     /// Environment variable KEY=VALUE (repeatable).
@@ -70,12 +84,36 @@ pub struct Args {
     /// Write the outcome (exit status, phase timings, cgroup figures) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     outcome: Option<std::path::PathBuf>,
+    /// VM mode: the kernel to boot, a bzImage or ELF vmlinux (default: the one `sandbox kernel
+    /// build` made). Given, it is also tried on a PVM host.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<std::path::PathBuf>,
+    /// VM mode: extra kernel command-line parameters, after sandbox's own (so they win).
+    #[arg(long, value_name = "PARAMS", allow_hyphen_values = true)]
+    cmdline_extra: Option<String>,
+    /// VM mode: keep the per-VM root disk after the VM ends, and print its path to stderr.
+    #[arg(long)]
+    keep_disk: bool,
     /// The command and its arguments (after `--`); none runs `sandbox-guest info`.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
 }
 
-fn spec_from(args: Args) -> anyhow::Result<SandboxSpec> {
+fn spec_from(args: Args, mode: Mode) -> anyhow::Result<SandboxSpec> {
+    let mut volumes = args.volumes;
+    // VM mode also takes disk image files as volumes; the spec's check wants directories.
+    let mut files = Vec::new();
+    if mode == Mode::Vm {
+        let (f, dirs): (Vec<Volume>, Vec<Volume>) = volumes.into_iter().partition(|v| v.host.is_file());
+        volumes = dirs;
+        for mut v in f {
+            v.host = v
+                .host
+                .canonicalize()
+                .with_context(|| format!("volume {}", v.host.display()))?;
+            files.push(v);
+        }
+    }
     let mut spec = SandboxSpec {
         image: args.image,
         command: args.command,
@@ -85,7 +123,7 @@ fn spec_from(args: Args) -> anyhow::Result<SandboxSpec> {
             pids: args.pids,
         },
         net: args.net,
-        volumes: args.volumes,
+        volumes,
         hostname: args.hostname,
         env: args.env,
         workdir: args.workdir,
@@ -94,6 +132,7 @@ fn spec_from(args: Args) -> anyhow::Result<SandboxSpec> {
         trace: args.trace,
     };
     spec.validate()?;
+    spec.volumes.extend(files);
     Ok(spec)
 }
 
@@ -127,11 +166,28 @@ fn container_image(resolved: ResolvedImage, spec: &SandboxSpec) -> anyhow::Resul
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let started = sandbox_container::now_ns();
+    let started_instant = std::time::Instant::now();
     let mode = args.mode;
     let outcome_file = args.outcome.clone();
-    let spec = spec_from(args)?;
+    if mode == Mode::Container {
+        for (given, flag) in [
+            (args.kernel.is_some(), "--kernel"),
+            (args.cmdline_extra.is_some(), "--cmdline-extra"),
+            (args.keep_disk, "--keep-disk"),
+        ] {
+            anyhow::ensure!(!given, "{flag} is for VM mode: add --mode vm, or drop {flag}");
+        }
+    }
+    let vm_opts = sandbox_vmm::VmOptions {
+        kernel: args.kernel.clone(),
+        cmdline_extra: args.cmdline_extra.clone().unwrap_or_default(),
+        keep_disk: args.keep_disk,
+        started: started_instant,
+        ..sandbox_vmm::VmOptions::new()
+    };
+    let spec = spec_from(args, mode)?;
     if mode == Mode::Vm {
-        anyhow::bail!("--mode vm is not available in this build yet: use --mode container");
+        return run_vm(&spec, vm_opts, outcome_file.as_deref());
     }
     if let Err(e) = sandbox_container::check_host(&spec) {
         eprintln!("sandbox: {e}");
@@ -153,10 +209,48 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     if spec.timings {
         eprint!("{}", outcome.timings_report());
     }
-    if let Some(path) = outcome_file {
-        let json = serde_json::to_string_pretty(&outcome)?;
-        std::fs::write(&path, json + "\n")
+    write_outcome(&outcome, outcome_file.as_deref())?;
+    Ok(outcome.exit_status)
+}
+
+/// VM mode: the same spec, image and output, in a microVM.
+fn run_vm(
+    spec: &SandboxSpec,
+    opts: sandbox_vmm::VmOptions,
+    outcome_file: Option<&std::path::Path>,
+) -> anyhow::Result<i32> {
+    // Refuse what can be refused before the image store does any work.
+    if let Err(e) = sandbox_vmm::sandbox::check(spec, &opts) {
+        eprintln!("sandbox: {e}");
+        return Ok(e.exit_status());
+    }
+    let store = Store::open_default().context("opening the image store")?;
+    let resolved = store.resolve(&spec.image)?;
+    let run = match sandbox_vmm::run_sandbox(spec, &resolved, opts) {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("sandbox: {e}");
+            return Ok(e.exit_status());
+        }
+    };
+    if let Some(message) = &run.outcome.message {
+        eprintln!("sandbox: {message}");
+    }
+    if let Some(disk) = &run.kept_disk {
+        eprintln!("sandbox: kept the VM's root disk: {}", disk.display());
+    }
+    if spec.timings {
+        eprint!("{}", run.timings_report());
+    }
+    write_outcome(&run.outcome, outcome_file)?;
+    Ok(run.outcome.exit_status)
+}
+
+fn write_outcome(outcome: &sandbox_spec::Outcome, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let json = serde_json::to_string_pretty(outcome)?;
+        std::fs::write(path, json + "\n")
             .with_context(|| format!("writing the outcome to {}", path.display()))?;
     }
-    Ok(outcome.exit_status)
+    Ok(())
 }

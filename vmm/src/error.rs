@@ -10,7 +10,7 @@ pub enum VmmError {
     KvmAbsent,
     #[error("/dev/kvm cannot be opened by this user: add the user to the `kvm` group or run as root")]
     KvmPermission,
-    #[error("this host's /dev/kvm is PVM (the kvm_pvm module): a standard kernel cannot run here; use `sandbox lab` (nested hardware KVM) or pass a PVM-enabled kernel with `--kernel`")]
+    #[error("this host's /dev/kvm is PVM (the kvm_pvm module): a standard kernel cannot run here; use `sandbox lab -- run --mode vm ...` (a nested hardware KVM) or pass a PVM-enabled kernel with `--kernel`")]
     PvmHost,
     #[error("opening /dev/kvm failed: {0}")]
     Kvm(#[source] kvm_ioctls::Error),

@@ -14,6 +14,7 @@ pub mod kvm_kind;
 pub mod layout;
 pub mod probe;
 pub mod rss;
+pub mod sandbox;
 pub mod state;
 pub mod tap;
 pub mod vcpu;
@@ -29,6 +30,7 @@ use std::time::Instant;
 pub use boot::cmdline::disk_device_name;
 pub use boot::loader::{KernelFormat, KernelInfo};
 pub use error::VmmError;
+pub use sandbox::{run_sandbox, SandboxVmError, VmOptions, VmRun};
 use sandbox_guest::protocol::Plan;
 
 /// The exit status for a VM that ended without its workload's status: a kernel panic, a triple
@@ -91,6 +93,9 @@ pub struct VmConfig {
     /// More disks (volumes), after the plan disk: see [`VmConfig::extra_disk_device`].
     pub disks: Vec<DiskConfig>,
     pub net: Option<NetConfig>,
+    /// A tap the caller already created and configured for `net` (its address claimed, the link
+    /// up); `None` makes the VMM create `net.tap_name` and give it `net.host_address` itself.
+    pub tap: Option<tap::Tap>,
     pub serial: SerialSink,
     /// Feed the VMM's stdin to the guest console.
     pub serial_input: bool,
@@ -114,6 +119,7 @@ impl VmConfig {
             plan: None,
             disks: Vec::new(),
             net: None,
+            tap: None,
             serial: SerialSink::Stdout,
             serial_input: false,
             verbose_kernel: false,

@@ -197,8 +197,14 @@ impl Machine {
             )?)?;
         }
         if let Some(net) = &config.net {
-            let tap = Tap::create(&net.tap_name)?;
-            tap.configure_host(net.host_address, net.prefix_len)?;
+            let tap = match config.tap.take() {
+                Some(tap) => tap,
+                None => {
+                    let tap = Tap::create(&net.tap_name)?;
+                    tap.configure_host(net.host_address, net.prefix_len)?;
+                    tap
+                }
+            };
             b.add_virtio(Net::new(tap.into_file(), net.guest_mac))?;
         }
         let Builder {

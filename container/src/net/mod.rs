@@ -229,6 +229,32 @@ pub fn setup_host_link(id: &str, child: Pid) -> Result<HostLink, NetError> {
     Ok(link)
 }
 
+/// Gives an existing host interface `name` (a VM's tap) the host address of a free /30 from the
+/// same block and by the same rules as the veth pairs, marks it as sandbox `id`'s, brings it up,
+/// and returns the guest side's [`NetPlan`]. The interface's owner removes it (a tap vanishes
+/// with its file descriptor).
+pub fn claim_host_address(id: &str, name: &str) -> Result<NetPlan, NetError> {
+    validate_id(id)?;
+    let mut sock = open()?;
+    let index =
+        nix::net::if_::if_nametoindex(name).map_err(|e| fail(format!("looking up interface {name}"), e))?;
+    let (host, guest) = claim_subnet(&mut sock, id, index)?;
+    let mut body = Body::new(&netlink::ifinfomsg(
+        index as i32,
+        netlink::IFF_UP,
+        netlink::IFF_UP,
+    ));
+    body.attr_str(netlink::IFLA_IFALIAS, &format!("{ALIAS_PREFIX}{id}"));
+    sock.request(netlink::RTM_NEWLINK, 0, &body)
+        .map_err(|e| fail(format!("bringing up {name}"), e))?;
+    Ok(NetPlan {
+        interface: GUEST_INTERFACE.to_string(),
+        address: guest,
+        prefix_len: subnet::LINK_PREFIX,
+        gateway: Some(host),
+    })
+}
+
 /// Gives interface `index` the host address of a free /30 and returns `(host, guest)`. Two
 /// sandboxes started at once may pick the same /30; each then sees the other's address and the
 /// one with the higher interface index moves on to the next.

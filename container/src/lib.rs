@@ -295,7 +295,7 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
     }
     trace::note("started", || {
         format!(
-            "pid {pid} runs {}; the launcher waits",
+            "guest program started: pid {pid} runs {}; the launcher waits",
             protocol::GUEST_PATH_IN_IMAGE
         )
     });

@@ -2,6 +2,7 @@
 
 mod disk;
 mod doctor;
+mod explain;
 mod gc;
 mod image;
 mod kernel;
@@ -23,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Check this host: KVM kind (hardware or PVM), cgroups, namespaces, overlayfs, tun, tools.
     Doctor(doctor::Args),
+    /// Run the default workload with --trace in a VM, a container, or both, and explain what each
+    /// set up and what the host sees.
+    Explain(explain::Args),
     /// Remove what sandboxes whose launcher died left behind: run directories, cgroups, veths.
     Gc(gc::Args),
     /// Build and copy ext4 disks: cached root disks, per-VM writable copies, volume images.
@@ -46,6 +50,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Disk(cmd) => disk::run(cmd),
         Command::Doctor(args) => doctor::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Gc(args) => gc::run(args),
         Command::Image(cmd) => image::run(cmd),
         Command::Kernel(cmd) => kernel::run(cmd),

@@ -7,6 +7,7 @@
 
 pub mod boot;
 pub mod bus;
+pub mod console_filter;
 pub mod devices;
 pub mod error;
 pub mod event_loop;

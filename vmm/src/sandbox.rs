@@ -28,6 +28,7 @@ use sandbox_guest::protocol::{exit_device, Mode, Plan, ReadyChannel, VolumePlan}
 use sandbox_image::{ImageError, ResolvedImage};
 use sandbox_spec::{phase, NetMode, Outcome, ResourceFigures, SandboxSpec, Timing};
 
+use crate::console_filter::ConsoleFilter;
 use crate::tap::Tap;
 use crate::{boot, check_host, kvm_kind, validate, DiskConfig, HostLimits, NetConfig, SerialSink, VmConfig};
 
@@ -63,7 +64,8 @@ pub struct VmOptions {
     pub keep_disk: bool,
     /// Show all kernel messages on the console.
     pub verbose_kernel: bool,
-    /// Where the guest console goes (the workload's output): normally stdout.
+    /// Where the guest console goes (the workload's output): normally stdout. The kernel's
+    /// farewell line is filtered out ([`crate::console_filter`]).
     pub serial: SerialSink,
     /// When the launcher started: the timings count from here.
     pub started: Instant,
@@ -422,7 +424,11 @@ pub fn run_sandbox(
     config.verbose_kernel = opts.verbose_kernel;
     config.allow_pvm = allow_pvm;
     config.started = opts.started;
-    config.serial = opts.serial;
+    config.serial = match opts.serial {
+        SerialSink::Stdout => SerialSink::Writer(Box::new(ConsoleFilter::new(std::io::stdout()))),
+        SerialSink::Writer(w) => SerialSink::Writer(Box::new(ConsoleFilter::new(w))),
+        SerialSink::Null => SerialSink::Null,
+    };
     let mut plan = Plan::new(Mode::Vm, command_argv(spec, image));
     config.plan = Some(plan.clone());
     plan.env = image

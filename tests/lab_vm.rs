@@ -1,0 +1,63 @@
+//! VM mode end to end, through `sandbox_lab::run_sandbox`: natively where this host has hardware
+//! KVM, inside the lab's L1 otherwise (this host: PVM). Either way the guest really boots; the
+//! environment is printed, and a test never passes without running the guest.
+//!
+//! Needs a built guest kernel (`sandbox kernel build`, which CI runs before the tests).
+
+use sandbox_lab::{Environment, HostKvm, LabOptions, LabOutput};
+
+const SANDBOX: &str = env!("CARGO_BIN_EXE_sandbox");
+
+fn vm(args: &[&str]) -> LabOutput {
+    let opts = LabOptions {
+        sandbox_bin: Some(SANDBOX.into()),
+        ..LabOptions::default()
+    };
+    let mut full = vec!["run", "--mode", "vm"];
+    full.extend_from_slice(args);
+    let out = sandbox_lab::run_sandbox(&full, &opts).expect("sandbox runs natively or in the lab");
+    eprintln!(
+        "{:?} {full:?}: status {} in {:.1} s\n--- stdout\n{}--- stderr\n{}",
+        out.environment,
+        out.status,
+        out.elapsed.as_secs_f64(),
+        out.stdout,
+        out.stderr
+    );
+    let expected = if HostKvm::detect().needs_lab() {
+        Environment::Lab
+    } else {
+        Environment::Native
+    };
+    assert_eq!(out.environment, expected);
+    out
+}
+
+#[test]
+fn vm_info_shows_the_guest_kernel() {
+    let out = vm(&["--", "sandbox-guest", "info"]);
+    assert_eq!(out.status, 0);
+    let json = out
+        .stdout
+        .find('{')
+        .map(|i| &out.stdout[i..])
+        .expect("info prints JSON");
+    let info: serde_json::Value = serde_json::Deserializer::from_str(json)
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    let release = info["kernel_release"].as_str().unwrap();
+    assert!(
+        !release.contains("cloud-amd64"),
+        "the guest kernel, not L1's: {release}"
+    );
+    assert_eq!(info["machine"], "x86_64");
+}
+
+#[test]
+fn vm_exit_status_and_arguments_cross_unchanged() {
+    let out = vm(&["--", "sh", "-c", "echo \"[$1]\"; exit 3", "sh", "a  'b' $X"]);
+    assert_eq!(out.status, 3);
+    assert!(out.stdout.contains("[a  'b' $X]\n"), "{}", out.stdout);
+}

@@ -273,11 +273,6 @@ fn summary(o: &Observed) -> Vec<String> {
         ),
         String::new(),
     ];
-    if o.steps.is_empty() {
-        lines.push("no trace: the run failed before its first step".into());
-        lines.extend(o.other.iter().rev().take(4).rev().cloned());
-        return lines;
-    }
     lines.push(format!("set-up ({} traced steps):", o.steps.len()));
     let mut order: Vec<&str> = Vec::new();
     let mut groups: BTreeMap<&str, (usize, u64)> = BTreeMap::new();

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand, each a thin layer over the library crates.
 
+mod bench;
 mod disk;
 mod doctor;
 mod explain;
@@ -22,6 +23,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Measure both modes and the peers (crun, runc, QEMU microvm); write report.md, report.json
+    /// and SVG charts.
+    Bench(bench::Args),
     /// Check this host: KVM kind (hardware or PVM), cgroups, namespaces, overlayfs, tun, tools.
     Doctor(doctor::Args),
     /// Run the default workload with --trace in a VM, a container, or both, and explain what each
@@ -48,6 +52,7 @@ pub enum Command {
 /// Runs the parsed command; returns the process exit status.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Bench(args) => bench::run(args),
         Command::Disk(cmd) => disk::run(cmd),
         Command::Doctor(args) => doctor::run(args),
         Command::Explain(args) => explain::run(args),

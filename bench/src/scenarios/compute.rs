@@ -1,0 +1,72 @@
+//! cpu and syscall: the same workloads in each mode and natively. CPU-bound code runs at native
+//! speed in both sandboxes; system calls pay for seccomp (container) or nothing extra (a VM's
+//! guest kernel handles them without exits).
+
+use super::sandbox;
+use crate::config::Scenario;
+use crate::error::BenchError;
+use crate::process::{run_to_end, Finished};
+use crate::runner::{Bench, Sample};
+use serde_json::Value;
+use std::process::Command;
+
+pub fn run(bench: &mut Bench, scenario: Scenario) {
+    let seconds = format!("{}", bench.config.sizes().workload_seconds);
+    let workload = scenario.name();
+    let args = ["sandbox-guest", workload, "--seconds", &seconds];
+    for mode in bench.modes() {
+        let cmd = sandbox(bench, mode, &args);
+        bench.series(scenario, mode.name(), |_| {
+            let what = format!("{mode} {workload}");
+            samples(scenario, &cmd.run()?.check(&what)?, &what)
+        });
+    }
+    bench.series(scenario, "native", |_| {
+        let what = format!("native {workload}");
+        let f = run_native(&args[1..], &what)?;
+        samples(scenario, &f, &what)
+    });
+}
+
+/// Runs the guest program on the host.
+pub fn run_native(args: &[&str], what: &str) -> Result<Finished, BenchError> {
+    let bin = sandbox_guest::paths::guest_binary().map_err(|e| BenchError::run(what, e))?;
+    run_to_end(Command::new(bin).args(args), what)?.check(what)
+}
+
+fn samples(scenario: Scenario, f: &Finished, what: &str) -> Result<Vec<Sample>, BenchError> {
+    let v = f.result(what)?;
+    let num = |path: &[&str]| -> Result<f64, BenchError> {
+        let mut x = &v;
+        for p in path {
+            x = &x[*p];
+        }
+        x.as_f64()
+            .ok_or_else(|| BenchError::run(what, format!("no {} in {v}", path.join("."))))
+    };
+    Ok(match scenario {
+        Scenario::Cpu => vec![Sample::higher(
+            "ops_per_second",
+            "ops/s",
+            num(&["ops_per_second"])?,
+        )],
+        _ => vec![
+            Sample::lower("getpid_ns", "ns", num(&["getpid", "ns_per_call"])?),
+            Sample::lower(
+                "write_64b_ns",
+                "ns",
+                num(&["write_64_bytes_dev_null", "ns_per_call"])?,
+            ),
+        ],
+    })
+}
+
+/// A number at `path` in a workload's JSON result.
+pub fn number(v: &Value, path: &[&str], what: &str) -> Result<f64, BenchError> {
+    let mut x = v;
+    for p in path {
+        x = &x[*p];
+    }
+    x.as_f64()
+        .ok_or_else(|| BenchError::run(what, format!("no {} in its result {v}", path.join("."))))
+}

@@ -1,0 +1,163 @@
+//! disk: the `disk` workload on (a) the image root (overlayfs in a container, ext4 on
+//! virtio-blk in a VM), (b) a volume (bind mount vs a second virtio-blk), (c) the host natively;
+//! plus the union-fs copy-up cost: the first append to a large file that came with the image,
+//! minus the first append to a one-byte one.
+
+use super::compute::{number, run_native};
+use super::sandbox;
+use crate::config::Scenario;
+use crate::error::BenchError;
+use crate::process::{ms, Finished};
+use crate::runner::{Bench, Sample};
+use std::path::{Path, PathBuf};
+
+pub fn run(bench: &mut Bench) {
+    let sizes = bench.config.sizes();
+    let mib = sizes.disk_mib.to_string();
+    let scratch = match scratch_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            bench.fail(Scenario::Disk, "all", &e);
+            return;
+        }
+    };
+    let vol = scratch.path().to_string_lossy().into_owned();
+    for mode in bench.modes() {
+        let root = sandbox(
+            bench,
+            mode,
+            &[
+                "sh",
+                "-c",
+                &format!("mkdir -p /bench-disk && exec sandbox-guest disk --path /bench-disk --mib {mib}"),
+            ],
+        );
+        bench.series(Scenario::Disk, &format!("{mode}/root"), |_| {
+            let what = format!("{mode} disk on the image root");
+            samples(&root.run()?.check(&what)?, &what)
+        });
+        let volume = sandbox(
+            bench,
+            mode,
+            &["sandbox-guest", "disk", "--path", "/vol", "--mib", &mib],
+        )
+        .flag("--volume")
+        .flag(format!("{vol}:/vol"));
+        bench.series(Scenario::Disk, &format!("{mode}/volume"), |_| {
+            let what = format!("{mode} disk on a volume");
+            samples(&volume.run()?.check(&what)?, &what)
+        });
+    }
+    bench.series(Scenario::Disk, "native", |_| {
+        let what = "native disk";
+        samples(&run_native(&["disk", "--path", &vol, "--mib", &mib], what)?, what)
+    });
+    copy_up(bench, sizes.copy_up_mib);
+}
+
+/// A directory for the volume and native runs, on the disk that holds the sandbox cache (not
+/// /tmp, which may be RAM).
+fn scratch_dir() -> Result<tempfile::TempDir, BenchError> {
+    let base = sandbox_guest::paths::sandbox_cache();
+    std::fs::create_dir_all(&base).map_err(|e| BenchError::io("cannot create", &base, e))?;
+    tempfile::Builder::new()
+        .prefix("bench-disk-")
+        .tempdir_in(&base)
+        .map_err(|e| BenchError::io("cannot create a directory in", &base, e))
+}
+
+fn samples(f: &Finished, what: &str) -> Result<Vec<Sample>, BenchError> {
+    let v = f.result(what)?;
+    Ok(vec![
+        Sample::higher(
+            "seq_write_mib_s",
+            "MiB/s",
+            number(&v, &["sequential_write", "mib_per_second"], what)?,
+        ),
+        Sample::higher(
+            "seq_read_mib_s",
+            "MiB/s",
+            number(&v, &["sequential_read", "mib_per_second"], what)?,
+        ),
+        Sample::higher(
+            "rand_read_4k_iops",
+            "IOPS",
+            number(&v, &["random_read_4k", "iops"], what)?,
+        ),
+        Sample::higher(
+            "rand_write_4k_iops",
+            "IOPS",
+            number(&v, &["random_write_4k", "iops"], what)?,
+        ),
+    ])
+}
+
+/// The image the copy-up runs use: the default image plus `/bench/big` (`mib` MiB) and
+/// `/bench/small` (1 byte), imported once into the store.
+fn copy_up_image(bench: &Bench, mib: u64) -> Result<String, BenchError> {
+    let name = format!("bench-copy-up-{mib}m");
+    let store = sandbox_image::Store::open_default()?;
+    if store.list()?.iter().any(|i| i.name == name) {
+        return Ok(name);
+    }
+    bench.say(&format!(
+        "importing image {name} (the default image plus a {mib} MiB file)"
+    ));
+    let base = store.resolve(&bench.config.image)?;
+    let dir = tempfile::Builder::new()
+        .prefix("bench-image-")
+        .tempdir()
+        .map_err(|e| BenchError::io("cannot create a directory in", std::env::temp_dir(), e))?;
+    let rootfs = dir.path().join("rootfs");
+    base.flatten_into(&rootfs)?;
+    write_files(&rootfs.join("bench"), mib)?;
+    store.import(&rootfs, Some(&name))?;
+    Ok(name)
+}
+
+fn write_files(dir: &Path, mib: u64) -> Result<(), BenchError> {
+    std::fs::create_dir_all(dir).map_err(|e| BenchError::io("cannot create", dir, e))?;
+    let block: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let big = dir.join("big");
+    let mut data = Vec::with_capacity((mib as usize) * block.len());
+    for _ in 0..mib {
+        data.extend_from_slice(&block);
+    }
+    std::fs::write(&big, &data).map_err(|e| BenchError::io("cannot write", &big, e))?;
+    let small: PathBuf = dir.join("small");
+    std::fs::write(&small, b"x").map_err(|e| BenchError::io("cannot write", &small, e))
+}
+
+fn copy_up(bench: &mut Bench, mib: u64) {
+    let image = match copy_up_image(bench, mib) {
+        Ok(i) => i,
+        Err(e) => {
+            bench.fail(Scenario::Disk, "copy-up", &e);
+            return;
+        }
+    };
+    for mode in bench.modes() {
+        let mut big = sandbox(bench, mode, &["sh", "-c", "echo x >> /bench/big"]);
+        big.image = image.clone();
+        let mut small = sandbox(bench, mode, &["sh", "-c", "echo x >> /bench/small"]);
+        small.image = image.clone();
+        bench.series(Scenario::Disk, &format!("{mode}/copy-up"), |_| {
+            let what = format!("{mode} first append");
+            let b = big.run()?.check(&what)?;
+            let s = small.run()?.check(&what)?;
+            Ok(vec![Sample::lower(
+                format!("first_append_{mib}mib_minus_1b_ms"),
+                "ms",
+                exit_ms(&b) - exit_ms(&s),
+            )])
+        });
+    }
+}
+
+/// The run's time to exit: the launcher's own exit phase when it has one, else the wall clock.
+fn exit_ms(f: &Finished) -> f64 {
+    f.outcome
+        .as_ref()
+        .and_then(|o| o.timing(sandbox_spec::phase::EXIT))
+        .map_or_else(|| ms(f.wall), |us| us as f64 / 1000.0)
+}

@@ -61,3 +61,34 @@ fn vm_exit_status_and_arguments_cross_unchanged() {
     assert_eq!(out.status, 3);
     assert!(out.stdout.contains("[a  'b' $X]\n"), "{}", out.stdout);
 }
+
+#[test]
+fn vm_net_host_gives_eth0_an_address_and_a_default_route() {
+    let out = vm(&[
+        "--net",
+        "host",
+        "--",
+        "sh",
+        "-c",
+        "ip -4 addr show eth0; ip route",
+    ]);
+    assert_eq!(out.status, 0);
+    assert!(out.stdout.contains("scope global eth0"), "{}", out.stdout);
+    assert!(out.stdout.contains("default via"), "{}", out.stdout);
+}
+
+#[test]
+fn vm_mode_on_a_host_without_hardware_kvm_points_to_the_lab() {
+    let host = HostKvm::detect();
+    if !host.needs_lab() {
+        // Natively VM mode just runs; the other tests here cover it.
+        return;
+    }
+    let out = std::process::Command::new(SANDBOX)
+        .args(["run", "--mode", "vm", "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{host}: {stderr}");
+    assert!(stderr.contains("sandbox lab"), "{stderr}");
+}

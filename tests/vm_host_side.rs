@@ -109,18 +109,49 @@ fn tap_exists(id: &str) -> bool {
 }
 
 #[test]
-fn a_root_disk_write_survives_in_the_kept_disk_only() {
-    if ran_in_lab("a_root_disk_write_survives_in_the_kept_disk_only") {
+fn root_disk_writes_stay_in_the_kept_disk_and_volumes_are_mounted() {
+    if ran_in_lab("root_disk_writes_stay_in_the_kept_disk_and_volumes_are_mounted") {
         return;
     }
     let home = tempfile::tempdir().unwrap();
+    // Volumes: a host directory (made into an ext4 image, mounted read-only here) and an ext4
+    // image file (attached as it is).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hello from a directory\n").unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("greeting.txt"), "hello from an image\n").unwrap();
+    let image = home.path().join("volume.ext4");
+    sandbox_disk::build_volume_from_dir(tree.path(), &image).unwrap();
+    let dir_volume = format!("{}:/data:ro", dir.path().display());
+    let image_volume = format!("{}:/img", image.display());
     let marker = format!("kept-{}", std::process::id());
-    let script = format!("echo {marker} > /marker && sync");
+    let script = format!(
+        "cat /data/hello.txt /img/greeting.txt; \
+         touch /data/new 2>/dev/null && echo data-writable || echo data-read-only; \
+         echo {marker} > /marker && sync"
+    );
     let out = sandbox(
         home.path(),
-        &["run", "--mode", "vm", "--keep-disk", "--", "sh", "-c", &script],
+        &[
+            "run",
+            "--mode",
+            "vm",
+            "--keep-disk",
+            "--volume",
+            &dir_volume,
+            "--volume",
+            &image_volume,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
     );
     assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).replace('\r', ""),
+        "hello from a directory\nhello from an image\ndata-read-only\n"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let kept = stderr
         .lines()

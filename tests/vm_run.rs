@@ -47,7 +47,7 @@ fn host_release() -> String {
 
 #[test]
 fn info_in_a_two_cpu_vm_shows_the_guest_kernel_and_the_virtio_disks() {
-    let out = vm(&["--cpus", "2"]);
+    let out = vm(&["--cpus", "2", "--memory", "256M"]);
     assert_eq!(out.status, 0);
     // The whole stdout is the guest program's `info`: no kernel lines, no console noise.
     let info: serde_json::Value = serde_json::from_str(out.stdout.trim())
@@ -68,6 +68,11 @@ fn info_in_a_two_cpu_vm_shows_the_guest_kernel_and_the_virtio_disks() {
     assert_eq!(disk("vda")["read_only"], false, "the root disk is writable");
     assert_eq!(disk("vdb")["read_only"], true, "the plan disk is read-only");
     assert_eq!(info["cpus"]["online"], 2, "--cpus 2: {}", info["cpus"]);
+    let total_kib = info["memory"]["total_kib"].as_u64().unwrap();
+    assert!(
+        (200 << 10..=256 << 10).contains(&total_kib),
+        "--memory 256M, less what the kernel keeps: {total_kib} KiB"
+    );
     assert!(
         info["hostname"].as_str().unwrap().starts_with("sbx-"),
         "{}",

@@ -15,13 +15,13 @@ Examples:
   sandbox run --mode container --net host -- ip route          eth0 on a private /30; the host is the gateway
   sandbox run --mode container --volume /srv/data:/data:ro --workdir /data -- ls
   sandbox run --mode container --timings -- sandbox-guest ready
-  sandbox run --mode vm                                     `info` inside a microVM
-  sandbox run --mode vm --cpus 2 --memory 256M -- sh -c 'nproc; free -m'
-  sandbox run --mode vm --net host -- ip addr               eth0 on a tap with a private /30
-  sandbox run --mode vm --volume ./data:/data -- ls /data   a directory becomes an ext4 disk (a snapshot)
-  sandbox run --mode vm --volume disk.ext4:/data -- ls /data  an ext4 image file is attached as it is
-  sandbox run --mode vm --keep-disk -- sh -c 'echo hi > /f'  keeps the per-VM root disk, prints its path
-  sandbox lab -- run --mode vm -- sandbox-guest info         on a host whose KVM is PVM or missing
+  sandbox run --mode vm                                    `info` inside a microVM
+  sandbox run --mode vm --cpus 2 --memory 256M -- nproc
+  sandbox run --mode vm --net host -- ip addr              a tap on a private /30
+  sandbox run --mode vm --volume ./data:/data -- ls /data  a directory, copied to an ext4 disk
+  sandbox run --mode vm --volume disk.ext4:/data -- ls     an ext4 image file, attached as is
+  sandbox run --mode vm --keep-disk -- touch /f            keeps the per-VM root disk
+  sandbox lab -- run --mode vm                             where KVM is PVM or missing
 
 VM mode boots the guest kernel built by `sandbox kernel build` (run it once; it is not built on
 first use) or the one given with --kernel. The guest console (the command's stdout and stderr)

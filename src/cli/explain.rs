@@ -132,11 +132,23 @@ fn observe(mode: &'static str, args: &Args) -> anyhow::Result<Observed> {
     let pid = child.id() as i32;
     let stdout = child.stdout.take().context("the run's stdout")?;
     let stderr = child.stderr.take().context("the run's stderr")?;
-    let out_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut text);
-        text
-    });
+    // The host's view is sampled from the moment the workload printed its `info` (it then holds
+    // for `--hold` seconds), so it shows the sandbox running, not being built or torn down.
+    let running = Arc::new(AtomicBool::new(false));
+    let out_reader = {
+        let running = running.clone();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("\"workload\":\"info\"") {
+                    running.store(true, Ordering::Relaxed);
+                }
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        })
+    };
     let err_reader = std::thread::spawn(move || {
         let mut lines = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -146,16 +158,19 @@ fn observe(mode: &'static str, args: &Args) -> anyhow::Result<Observed> {
         lines
     });
     let done = Arc::new(AtomicBool::new(false));
-    let best = Arc::new(Mutex::new(Vec::<HostProcess>::new()));
+    // (sampled while running?, the richest view then)
+    let best = Arc::new(Mutex::new((false, Vec::<HostProcess>::new())));
     let sampler = {
-        let (done, best) = (done.clone(), best.clone());
+        let (done, best, running) = (done.clone(), best.clone(), running.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
+                let during = running.load(Ordering::Relaxed);
                 let view = host_view(pid);
                 let weight = |v: &[HostProcess]| v.iter().map(|p| 1 + p.threads.len()).sum::<usize>();
                 if let Ok(mut best) = best.lock() {
-                    if weight(&view) > weight(&best) {
-                        *best = view;
+                    // A view taken while the workload runs beats any taken before.
+                    if (during && !best.0) || (during == best.0 && weight(&view) > weight(&best.1)) {
+                        *best = (during, view);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -172,7 +187,7 @@ fn observe(mode: &'static str, args: &Args) -> anyhow::Result<Observed> {
     let outcome = std::fs::read_to_string(&outcome_file.0)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
-    let host_view = best.lock().map(|v| v.clone()).unwrap_or_default();
+    let host_view = best.lock().map(|v| v.1.clone()).unwrap_or_default();
     Ok(Observed {
         mode,
         status: status.code().unwrap_or(128),

@@ -83,6 +83,27 @@ fn this_host_runs_vm_mode_or_refuses_it_naming_why_and_the_way_out() {
                     "--kernel",
                 ],
             );
+            // A standard kernel tried anyway (`--kernel` allows it) fails at once with the
+            // crash status and the same hint, and leaves no run directory or tap behind.
+            let home = tempfile::tempdir().unwrap();
+            let out = Command::new(SANDBOX)
+                .args(["run", "--mode", "vm", "--kernel", &built_kernel(), "--", "true"])
+                .env("SANDBOX_HOME", home.path())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            eprintln!("{stderr}");
+            assert_eq!(
+                out.status.code(),
+                Some(sandbox_vmm::CRASH_EXIT_STATUS),
+                "{stderr}"
+            );
+            assert!(
+                stderr.contains("PVM") && stderr.contains("sandbox lab"),
+                "{stderr}"
+            );
+            let run_dir = home.path().join("run");
+            assert!(walk(&run_dir).is_empty(), "{:?}", walk(&run_dir));
         }
         KvmKind::Absent => assert_one_line(
             &run(&["run", "--mode", "vm", "--", "true"]),

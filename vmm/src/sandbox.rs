@@ -495,7 +495,10 @@ pub fn run_sandbox(
         outcome: Outcome {
             exit_status: vm.exit_status(),
             oom_killed: false,
-            message: vm.ending.message(),
+            message: vm
+                .ending
+                .message()
+                .map(|m| with_pvm_hint(m, &vm.ending, allow_pvm)),
             timings: timings
                 .into_iter()
                 .map(|(phase, at)| Timing {
@@ -513,6 +516,25 @@ pub fn run_sandbox(
         boot_protocol: vm.boot_protocol,
         id,
     })
+}
+
+/// A kernel tried on a PVM host (`--kernel`) that failed the way a standard kernel fails there
+/// gets the reason added to its crash message.
+fn with_pvm_hint(message: String, ending: &crate::Ending, allow_pvm: bool) -> String {
+    let failed_early = matches!(
+        ending,
+        crate::Ending::VcpuFailure { .. } | crate::Ending::TripleFault { .. }
+    );
+    if allow_pvm && failed_early && kvm_kind::detect() == kvm_kind::KvmKind::Pvm {
+        // The hint joins the first line; the console lines (if any) stay after it.
+        let (head, rest) = message.split_at(message.find('\n').unwrap_or(message.len()));
+        format!(
+            "{head} (this host's /dev/kvm is PVM: unless --kernel is PVM-enabled it cannot run here; \
+             use `sandbox lab -- run --mode vm ...`){rest}"
+        )
+    } else {
+        message
+    }
 }
 
 /// Where `--keep-disk` puts per-VM root disks: `$SANDBOX_HOME/disks`.

@@ -242,51 +242,68 @@ fn net_host_carries_a_tcp_round_trip_and_the_tap_goes_with_the_vm() {
     assert!(run_dirs(home.path()).is_empty(), "run directory removed");
 }
 
-#[test]
-fn gc_cleans_up_after_a_killed_vmm() {
-    if ran_in_lab("gc_cleans_up_after_a_killed_vmm") {
-        return;
-    }
-    let home = tempfile::tempdir().unwrap();
+/// Starts `sandbox run --mode vm --net host -- sleep 600` and waits until its run directory and
+/// tap exist; returns the process and the sandbox id.
+fn start_sleeping_vm(home: &Path) -> (std::process::Child, String) {
     let mut child = Command::new(cli())
         .args(["run", "--mode", "vm", "--net", "host", "--", "sleep", "600"])
-        .env("SANDBOX_HOME", home.path())
+        .env("SANDBOX_HOME", home)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
         .expect("the sandbox CLI starts");
-    // Wait for the VM to exist: its run directory and its tap.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let id = loop {
-        let dirs = run_dirs(home.path());
+    loop {
+        let dirs = run_dirs(home);
         if let Some(id) = dirs
             .first()
             .and_then(|d| d.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .filter(|id| tap_exists(id))
         {
-            break id;
+            assert_eq!(dirs.len(), 1, "one run directory: {dirs:?}");
+            assert!(dirs[0].join("root.ext4").is_file(), "the per-VM disk is in it");
+            return (child, id);
         }
         assert!(Instant::now() < deadline, "no VM with a tap after 120 s");
         assert!(child.try_wait().unwrap().is_none(), "the VM ended early");
         std::thread::sleep(Duration::from_millis(50));
-    };
-    let dirs = run_dirs(home.path());
-    assert_eq!(dirs.len(), 1, "one run directory: {dirs:?}");
-    assert!(dirs[0].join("root.ext4").is_file(), "the per-VM disk is in it");
+    }
+}
+
+#[test]
+fn sigterm_ends_the_vm_cleanly_and_gc_cleans_up_after_sigkill() {
+    if ran_in_lab("sigterm_ends_the_vm_cleanly_and_gc_cleans_up_after_sigkill") {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+
+    // SIGTERM: the VMM ends the VM, exits 128+15 and removes everything itself.
+    let (child, id) = start_sleeping_vm(home.path());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    eprintln!("SIGTERM: {out:?}");
+    assert_eq!(out.status.code(), Some(143), "{out:?}");
+    assert!(!tap_exists(&id), "the tap is gone");
+    assert!(run_dirs(home.path()).is_empty(), "the run directory is gone");
+
+    // SIGKILL: the kernel removes the tap with its last descriptor; the run directory (with
+    // the per-VM disk) stays until `sandbox gc` finds its owner gone.
+    let (mut child, id) = start_sleeping_vm(home.path());
+    let dir = home.path().join("run").join(&id);
     child.kill().unwrap();
     child.wait().unwrap();
-    // The kernel removes a tap with its last descriptor; the run directory stays for gc.
     assert!(!tap_exists(&id), "the tap went with the VMM");
-    assert!(dirs[0].exists(), "SIGKILL leaves the run directory");
+    assert!(dir.exists(), "SIGKILL leaves the run directory");
     let out = sandbox(home.path(), &["gc"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&id),
         "gc names the sandbox it cleaned"
     );
-    assert!(
-        !dirs[0].exists(),
-        "gc removed the run directory and the disk in it"
-    );
+    assert!(!dir.exists(), "gc removed the run directory and the disk in it");
 }

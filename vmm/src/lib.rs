@@ -17,6 +17,7 @@ pub mod probe;
 pub mod rss;
 pub mod sandbox;
 pub mod state;
+pub mod stop_signals;
 pub mod tap;
 pub mod vcpu;
 pub mod vm;

@@ -29,6 +29,7 @@ use sandbox_image::{ImageError, ResolvedImage};
 use sandbox_spec::{phase, NetMode, Outcome, ResourceFigures, SandboxSpec, Timing};
 
 use crate::console_filter::ConsoleFilter;
+use crate::stop_signals::StopSignals;
 use crate::tap::Tap;
 use crate::{boot, check_host, kvm_kind, validate, DiskConfig, HostLimits, NetConfig, SerialSink, VmConfig};
 
@@ -162,6 +163,8 @@ pub enum SandboxVmError {
     RunDir(#[from] ContainerError),
     #[error("--net host: {0}")]
     Net(#[from] sandbox_container::net::NetError),
+    #[error("stopped by signal {0} before the VM started (everything it had made is removed)")]
+    Interrupted(i32),
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -174,7 +177,10 @@ pub enum SandboxVmError {
 impl SandboxVmError {
     /// The status the CLI exits with for this error.
     pub fn exit_status(&self) -> i32 {
-        LAUNCH_FAILURE_STATUS
+        match self {
+            SandboxVmError::Interrupted(signal) => 128 + signal,
+            _ => LAUNCH_FAILURE_STATUS,
+        }
     }
 }
 
@@ -367,6 +373,17 @@ pub fn run_sandbox(
     };
     // Refusals first: nothing exists yet.
     let checked = check(spec, &opts)?;
+    // From here on a stop signal must not kill the launcher before it has cleaned up; it is
+    // taken between the steps below, or read by the VMM once the VM runs.
+    let signals = StopSignals::block().map_err(|source| SandboxVmError::Io {
+        what: "cannot block the stop signals for",
+        path: PathBuf::from("the launcher"),
+        source,
+    })?;
+    let interrupted = || match signals.take_pending() {
+        Some(signal) => Err(SandboxVmError::Interrupted(signal as i32)),
+        None => Ok(()),
+    };
     let user = user_of(spec, image)?;
     let (memory_mib, vcpus, kernel_path, allow_pvm) = (
         checked.memory_mib,
@@ -378,6 +395,7 @@ pub fn run_sandbox(
 
     // The root disk is shared and cached: built before the run directory exists.
     let base = root_disk(image)?;
+    interrupted()?;
     let run_dir = RunDir::create()?;
     let id = run_dir.id().to_string();
     trace(&format!("run directory {}", run_dir.path().display()));
@@ -407,6 +425,7 @@ pub fn run_sandbox(
             read_only: v.read_only,
         });
     }
+    interrupted()?;
     let disks_ready_us = opts.started.elapsed().as_micros() as u64;
     trace("disks ready");
 
@@ -469,6 +488,7 @@ pub fn run_sandbox(
     }
     config.plan = Some(plan);
 
+    interrupted()?;
     let vm = crate::run(config)?;
     trace(&format!("VM ended: {:?}", vm.ending));
     let kept_disk = if opts.keep_disk {

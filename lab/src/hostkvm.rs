@@ -1,12 +1,14 @@
 //! What kind of KVM this host offers, which decides whether VM mode runs natively or in the lab.
 //!
-//! Hardware KVM: `/dev/kvm` exists, the CPU flags include `vmx` (Intel VT-x) or `svm` (AMD-V), and
-//! the KVM module is not PVM. PVM (`/sys/module/kvm_pvm`) gives a `/dev/kvm` on which stock guest
-//! kernels cannot run, so those hosts need the lab.
+//! The detection itself is the VMM's ([`sandbox_vmm::kvm_kind`]: `/dev/kvm` opened, the
+//! `kvm_pvm` module, the vmx/svm CPU flags), so the lab and `run --mode vm` never disagree about a
+//! host; this type only says what it means for the lab. Hardware KVM runs natively; PVM (a
+//! `/dev/kvm` on which stock guest kernels cannot run), a missing or unopenable `/dev/kvm`, or one
+//! no CPU flag explains need the lab.
 
 use std::fmt;
-use std::fs;
-use std::path::Path;
+
+use sandbox_vmm::kvm_kind::{self, KvmKind, Vendor};
 
 /// The host's KVM, as far as VM mode is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,48 +22,48 @@ pub enum HostKvm {
 }
 
 impl HostKvm {
-    /// Inspects `/dev/kvm`, `/sys/module/kvm_pvm` and the CPU flags in `/proc/cpuinfo`.
+    /// Inspects this host through [`kvm_kind::detect`].
     pub fn detect() -> HostKvm {
-        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        Self::classify(
-            Path::new("/dev/kvm").exists(),
-            Path::new("/sys/module/kvm_pvm").exists(),
-            &cpuinfo,
-        )
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        Self::from_kind(kvm_kind::detect(), kvm_kind::cpu_vendor(&cpuinfo))
     }
 
-    /// The decision itself, from the three observations.
-    pub fn classify(dev_kvm: bool, kvm_pvm: bool, cpuinfo: &str) -> HostKvm {
-        if kvm_pvm {
-            return HostKvm::Pvm;
-        }
-        let flags: Vec<&str> = cpuinfo
-            .lines()
-            .find(|l| l.starts_with("flags"))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, f)| f.split_whitespace().collect())
-            .unwrap_or_default();
-        let extension = if flags.contains(&"vmx") {
-            Some("VMX")
-        } else if flags.contains(&"svm") {
-            Some("SVM")
-        } else {
-            None
+    /// What a detected kind means for the lab (`cpu` is the CPU's own extension, if any, for
+    /// a host whose `/dev/kvm` is missing).
+    pub fn from_kind(kind: KvmKind, cpu: Option<Vendor>) -> HostKvm {
+        let unavailable = |reason: &str| HostKvm::Unavailable {
+            reason: reason.to_string(),
         };
-        match (dev_kvm, extension) {
-            (true, Some(extension)) => HostKvm::Hardware { extension },
-            (false, Some(_)) => HostKvm::Unavailable {
-                reason: "/dev/kvm is missing (load kvm_intel or kvm_amd)".into(),
+        match kind {
+            KvmKind::Hardware { vendor } => HostKvm::Hardware {
+                extension: extension(vendor),
             },
-            (_, None) => HostKvm::Unavailable {
-                reason: "the CPU exposes neither vmx nor svm (no hardware virtualization)".into(),
-            },
+            KvmKind::Pvm => HostKvm::Pvm,
+            KvmKind::Absent if cpu.is_some() => {
+                unavailable("/dev/kvm is missing (load kvm_intel or kvm_amd)")
+            }
+            KvmKind::Absent => {
+                unavailable("the CPU exposes neither vmx nor svm (no hardware virtualization)")
+            }
+            KvmKind::NoPermission => unavailable(
+                "/dev/kvm cannot be opened by this user (add it to the kvm group, or run as root)",
+            ),
+            KvmKind::Unknown => unavailable(
+                "/dev/kvm opens but the CPU exposes neither vmx nor svm (no hardware virtualization)",
+            ),
         }
     }
 
     /// Whether VM mode needs the lab on this host.
     pub fn needs_lab(&self) -> bool {
         !matches!(self, HostKvm::Hardware { .. })
+    }
+}
+
+fn extension(vendor: Vendor) -> &'static str {
+    match vendor {
+        Vendor::Vmx => "VMX",
+        Vendor::Svm => "SVM",
     }
 }
 
@@ -87,23 +89,38 @@ impl fmt::Display for HostKvm {
 mod tests {
     use super::*;
 
-    const AMD: &str = "processor\t: 0\nflags\t\t: fpu vme svm lm\n";
-    const INTEL: &str = "flags\t\t: fpu vmx lm\n";
-    const NONE: &str = "flags\t\t: fpu hypervisor lm\n";
-
     #[test]
-    fn classifies_hardware_pvm_and_missing() {
+    fn hardware_runs_natively_everything_else_needs_the_lab() {
         assert_eq!(
-            HostKvm::classify(true, false, AMD),
+            HostKvm::from_kind(KvmKind::Hardware { vendor: Vendor::Svm }, Some(Vendor::Svm)),
             HostKvm::Hardware { extension: "SVM" }
         );
         assert_eq!(
-            HostKvm::classify(true, false, INTEL),
+            HostKvm::from_kind(KvmKind::Hardware { vendor: Vendor::Vmx }, Some(Vendor::Vmx)),
             HostKvm::Hardware { extension: "VMX" }
         );
-        assert_eq!(HostKvm::classify(true, true, AMD), HostKvm::Pvm);
-        assert!(HostKvm::classify(true, false, NONE).needs_lab());
-        assert!(HostKvm::classify(false, false, INTEL).needs_lab());
-        assert!(!HostKvm::classify(true, false, INTEL).needs_lab());
+        assert_eq!(HostKvm::from_kind(KvmKind::Pvm, None), HostKvm::Pvm);
+        for kind in [
+            KvmKind::Absent,
+            KvmKind::NoPermission,
+            KvmKind::Unknown,
+            KvmKind::Pvm,
+        ] {
+            assert!(
+                HostKvm::from_kind(kind, Some(Vendor::Vmx)).needs_lab(),
+                "{kind:?}"
+            );
+        }
+        let missing = HostKvm::from_kind(KvmKind::Absent, Some(Vendor::Vmx)).to_string();
+        assert!(missing.contains("load kvm_intel or kvm_amd"), "{missing}");
+        let none = HostKvm::from_kind(KvmKind::Absent, None).to_string();
+        assert!(none.contains("neither vmx nor svm"), "{none}");
+    }
+
+    #[test]
+    fn detection_agrees_with_the_vmm() {
+        let host = HostKvm::detect();
+        let vmm_hardware = matches!(kvm_kind::detect(), KvmKind::Hardware { .. });
+        assert_eq!(host.needs_lab(), !vmm_hardware, "{host}");
     }
 }

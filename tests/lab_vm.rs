@@ -95,3 +95,34 @@ fn vm_mode_runs_directly_exactly_where_the_lab_is_not_needed() {
         assert_eq!(out.status.code(), Some(0), "{host}: {stderr}");
     }
 }
+
+#[test]
+fn bench_in_the_lab_measures_both_modes_and_exports_its_report() {
+    // Through the lab on any host: both modes under the same emulation.
+    let host = tempfile::tempdir().unwrap();
+    let dest = host.path().join("report");
+    let out = std::process::Command::new(SANDBOX)
+        .args(["lab", "--timeout", "400", "--export"])
+        .arg(format!("/root/bench:{}", dest.display()))
+        .args([
+            "--",
+            "bench",
+            "--quick",
+            "--runs",
+            "1",
+            "--scenario",
+            "boot",
+            "--peers",
+            "none",
+            "--out",
+            "/root/bench",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    let report = std::fs::read_to_string(dest.join("report.md")).expect("the report came back from L1");
+    assert!(report.contains("vm") && report.contains("container"), "{report}");
+    assert!(dest.join("report.json").is_file());
+}

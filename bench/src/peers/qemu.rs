@@ -1,7 +1,8 @@
 //! QEMU `-M microvm` (Debian's qemu-system-x86) booting the guest kernel of VM mode and a root
 //! disk of the same image, with busybox `sh` as init printing a ready line. `reboot=t` and
 //! `-no-reboot` make QEMU exit as soon as the guest reboots; stdin is /dev/null (QEMU stalls on
-//! a terminal); `-L` names the directory holding `bios-microvm.bin`.
+//! a terminal); `-L` names the directory holding `bios-microvm.bin`. The shared cached disk is
+//! attached read-only and mounted `ro` (busybox's `sh` writes nothing).
 
 use crate::error::BenchError;
 use crate::process::{Held, Memory};
@@ -78,13 +79,13 @@ impl Qemu {
             .arg(kernel)
             .arg("-drive")
             .arg(format!(
-                "id=root,file={},format=raw,if=none,snapshot=on",
+                "id=root,file={},format=raw,if=none,readonly=on",
                 disk.display()
             ))
             .args(["-device", "virtio-blk-device,drive=root"])
             .arg("-append")
             .arg(format!(
-                "console=ttyS0 quiet root=/dev/vda rw reboot=t panic=-1 init=/bin/sh -- -c \
+                "console=ttyS0 quiet root=/dev/vda ro reboot=t panic=-1 init=/bin/sh -- -c \
                  \"echo sbx-$((6*7))-ready; sleep {hold_seconds}; reboot -f\""
             ));
         Ok(cmd)

@@ -16,7 +16,6 @@
 //! process either executes the guest program or exits.
 
 use crate::caps;
-use crate::netconf;
 use crate::rootfs::{self, BindVolume, OLD_ROOT};
 use crate::seccomp::Filters;
 use crate::sys::{ctx, Step, StepError};
@@ -24,6 +23,7 @@ use crate::{devices, mounts, timings, trace};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sched::CloneFlags;
+use sandbox_guest::init::net as guest_net;
 use sandbox_guest::protocol::NetPlan;
 use std::ffi::CString;
 use std::net::Ipv4Addr;
@@ -195,17 +195,11 @@ fn setup_and_exec(cfg: &ChildConfig) -> Step {
         format!("{} (in the new UTS namespace)", cfg.hostname)
     });
     let began = trace::start();
-    netconf::loopback_up().map_err(|(what, errno)| StepError {
-        what: what.into(),
-        errno,
-    })?;
+    guest_net::bring_up_loopback().map_err(net_step_error)?;
     trace::step("net.lo", began, || "lo up in the new network namespace".into());
     if let Some(plan) = &net {
         let began = trace::start();
-        netconf::configure(plan).map_err(|(what, errno)| StepError {
-            what: what.into(),
-            errno,
-        })?;
+        guest_net::configure(plan, true).map_err(net_step_error)?;
         trace::step("net.guest", began, || {
             format!(
                 "{} {}/{} gateway {}",
@@ -337,4 +331,25 @@ mod tests {
         assert_eq!(parse_go(&go_message(Some(&plan))), Some(Some(plan)));
         assert_eq!(parse_go("stop"), None);
     }
+}
+
+/// The interface set-up is the guest program's own (`sandbox_guest::init::net`), run here while
+/// the first process still holds CAP_NET_ADMIN; its errors become a step error with their errno.
+fn net_step_error(err: guest_net::NetError) -> StepError {
+    use guest_net::NetError;
+    let (what, errno) = match &err {
+        NetError::Socket(errno) => ("opening a socket for interface configuration".to_string(), *errno),
+        NetError::Ioctl {
+            what,
+            interface,
+            source,
+        } => (
+            format!("{what} on {interface}"),
+            source
+                .raw_os_error()
+                .map_or(nix::errno::Errno::EIO, nix::errno::Errno::from_raw),
+        ),
+        NetError::BadName(_) | NetError::NoInterface(_) => (err.to_string(), nix::errno::Errno::ENODEV),
+    };
+    StepError { what, errno }
 }

@@ -26,7 +26,6 @@ mod image;
 pub mod mounts;
 pub mod namespaces;
 pub mod net;
-mod netconf;
 pub mod process;
 pub mod rootfs;
 pub mod rundir;

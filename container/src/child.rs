@@ -315,24 +315,6 @@ fn mark_fds_cloexec() -> Step {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn go_messages_round_trip() {
-        assert_eq!(parse_go(&go_message(None)), Some(None));
-        let plan = NetPlan {
-            interface: "eth0".into(),
-            address: Ipv4Addr::new(10, 200, 0, 2),
-            prefix_len: 30,
-            gateway: Some(Ipv4Addr::new(10, 200, 0, 1)),
-        };
-        assert_eq!(parse_go(&go_message(Some(&plan))), Some(Some(plan)));
-        assert_eq!(parse_go("stop"), None);
-    }
-}
-
 /// The interface set-up is the guest program's own (`sandbox_guest::init::net`), run here while
 /// the first process still holds CAP_NET_ADMIN; its errors become a step error with their errno.
 fn net_step_error(err: guest_net::NetError) -> StepError {
@@ -352,4 +334,22 @@ fn net_step_error(err: guest_net::NetError) -> StepError {
         NetError::BadName(_) | NetError::NoInterface(_) => (err.to_string(), nix::errno::Errno::ENODEV),
     };
     StepError { what, errno }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_messages_round_trip() {
+        assert_eq!(parse_go(&go_message(None)), Some(None));
+        let plan = NetPlan {
+            interface: "eth0".into(),
+            address: Ipv4Addr::new(10, 200, 0, 2),
+            prefix_len: 30,
+            gateway: Some(Ipv4Addr::new(10, 200, 0, 1)),
+        };
+        assert_eq!(parse_go(&go_message(Some(&plan))), Some(Some(plan)));
+        assert_eq!(parse_go("stop"), None);
+    }
 }

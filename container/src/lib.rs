@@ -22,6 +22,7 @@ pub mod cgroups;
 mod child;
 pub mod devices;
 mod error;
+mod id;
 mod image;
 pub mod mounts;
 pub mod namespaces;

@@ -234,14 +234,7 @@ fn cpu_quota_us(limits: &Limits) -> Result<Option<u64>, CgroupError> {
 }
 
 fn validate_id(id: &str) -> Result<(), CgroupError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id != "."
-        && id != ".."
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if crate::id::is_valid(id) {
         Ok(())
     } else {
         Err(CgroupError::BadId { id: id.to_string() })

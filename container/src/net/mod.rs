@@ -77,14 +77,7 @@ fn open() -> Result<Socket, NetError> {
 }
 
 fn validate_id(id: &str) -> Result<(), NetError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id != "."
-        && id != ".."
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if crate::id::is_valid(id) {
         Ok(())
     } else {
         Err(NetError::BadId { id: id.to_string() })

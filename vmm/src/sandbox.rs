@@ -32,6 +32,7 @@ use crate::console_filter::ConsoleFilter;
 use crate::stop_signals::StopSignals;
 use crate::tap::Tap;
 use crate::{boot, check_host, kvm_kind, validate, DiskConfig, HostLimits, NetConfig, SerialSink, VmConfig};
+use sandbox_container::trace;
 
 /// The guest memory when `--memory` is not given.
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
@@ -366,13 +367,23 @@ pub fn run_sandbox(
     image: &ResolvedImage,
     opts: VmOptions,
 ) -> Result<VmRun, SandboxVmError> {
-    let trace = |what: &str| {
-        if spec.trace {
-            eprintln!("sandbox: [{:>8} µs] {what}", opts.started.elapsed().as_micros());
-        }
-    };
+    if spec.trace {
+        // The shared `trace +µs step: values (duration)` lines, from the launcher's start.
+        let elapsed = opts.started.elapsed().as_nanos() as u64;
+        trace::enable(sandbox_container::now_ns().saturating_sub(elapsed));
+    }
     // Refusals first: nothing exists yet.
+    let began = trace::start();
     let checked = check(spec, &opts)?;
+    trace::step("checks", began, || {
+        format!(
+            "kernel {}, memory {} MiB, {} vCPU(s), KVM {:?}",
+            checked.kernel.display(),
+            checked.memory_mib,
+            checked.vcpus,
+            kvm_kind::detect()
+        )
+    });
     // From here on a stop signal must not kill the launcher before it has cleaned up; it is
     // taken between the steps below, or read by the VMM once the VM runs.
     let signals = StopSignals::block().map_err(|source| SandboxVmError::Io {
@@ -391,22 +402,31 @@ pub fn run_sandbox(
         checked.kernel,
         checked.allow_pvm,
     );
-    trace(&format!("kernel {} checked", kernel_path.display()));
 
     // The root disk is shared and cached: built before the run directory exists.
+    let began = trace::start();
     let base = root_disk(image)?;
+    trace::step("rootdisk.base", began, || {
+        format!("{} (key {})", base.display(), disk_key(image))
+    });
     interrupted()?;
+    let began = trace::start();
     let run_dir = RunDir::create()?;
     let id = run_dir.id().to_string();
-    trace(&format!("run directory {}", run_dir.path().display()));
+    trace::step("rundir", began, || format!("{}", run_dir.path().display()));
+    let began = trace::start();
     let root = VmDisk::create(&base, &run_dir.path().join("root.ext4")).map_err(|source| {
         SandboxVmError::RootDisk {
             image: image.name.clone(),
             source,
         }
     })?;
+    trace::step("rootdisk.copy", began, || {
+        format!("{} ({:?})", root.path().display(), root.kind())
+    });
     let mut disks = Vec::new();
     for (i, v) in spec.volumes.iter().enumerate() {
+        let began = trace::start();
         let path = if v.host.is_dir() {
             let dest = run_dir.path().join(format!("volume-{i}.ext4"));
             eprintln!("making an ext4 image of volume {}...", v.host.display());
@@ -420,6 +440,9 @@ pub fn run_sandbox(
         } else {
             v.host.clone()
         };
+        trace::step("volume", began, || {
+            format!("{} -> {} ({})", v.host.display(), path.display(), v.guest)
+        });
         disks.push(DiskConfig {
             path,
             read_only: v.read_only,
@@ -427,7 +450,6 @@ pub fn run_sandbox(
     }
     interrupted()?;
     let disks_ready_us = opts.started.elapsed().as_micros() as u64;
-    trace("disks ready");
 
     let mut config = VmConfig::new(
         kernel_path,
@@ -472,25 +494,32 @@ pub fn run_sandbox(
         .collect();
     plan.ready = ReadyChannel::Port(exit_device::PORT);
     if spec.net == NetMode::Host {
+        let began = trace::start();
         let name = format!("{TAP_PREFIX}{id}");
         let tap = Tap::create(&name)?;
         let net_plan = sandbox_container::net::claim_host_address(&id, &name)?;
         let host_address = net_plan.gateway.unwrap_or(net_plan.address);
+        let prefix_len = net_plan.prefix_len;
         config.net = Some(NetConfig {
             tap_name: name,
             host_address,
-            prefix_len: net_plan.prefix_len,
+            prefix_len,
             guest_mac: guest_mac(&id),
         });
         config.tap = Some(tap);
         plan.net = Some(net_plan);
-        trace(&format!("tap {TAP_PREFIX}{id} at {host_address}"));
+        trace::step("net.tap", began, || {
+            format!("{TAP_PREFIX}{id} host {host_address}/{prefix_len}")
+        });
     }
     config.plan = Some(plan);
 
     interrupted()?;
+    let began = trace::start();
     let vm = crate::run(config)?;
-    trace(&format!("VM ended: {:?}", vm.ending));
+    trace::step("vm", began, || {
+        format!("{:?}, boot {}, {:?}", vm.ending, vm.boot_protocol, vm.timings)
+    });
     let kept_disk = if opts.keep_disk {
         Some(keep(root, &id)?)
     } else {

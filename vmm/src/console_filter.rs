@@ -1,8 +1,10 @@
 //! The guest console as the workload's output: drops the kernel's own farewell line (`reboot:
 //! Restarting system`, printed at emergency level after init reboots, so `quiet` keeps it), so
 //! `sandbox run --mode vm` prints what the command printed and nothing else, like container
-//! mode. Everything else passes through as it comes; only a partial line that could still become
-//! a dropped line is held back until it is complete.
+//! mode. With `--trace` the kernel boots verbose with `printk.time=1`, and its timestamped lines
+//! (`[    0.123456] ...`) become `guest.console` trace lines instead of output. Everything else
+//! passes through as it comes; only a partial line that could still become a dropped or traced
+//! line is held back until it is complete.
 
 use std::io::{self, Write};
 
@@ -16,6 +18,8 @@ pub struct ConsoleFilter<W: Write> {
     held: Vec<u8>,
     /// Whether the current line's start was already forwarded (so it cannot be dropped).
     passing: bool,
+    /// Route the kernel's timestamped lines to the trace.
+    trace_kernel: bool,
 }
 
 impl<W: Write> ConsoleFilter<W> {
@@ -24,19 +28,35 @@ impl<W: Write> ConsoleFilter<W> {
             inner,
             held: Vec::new(),
             passing: false,
+            trace_kernel: false,
         }
     }
 
-    fn could_be_dropped(partial: &[u8]) -> bool {
+    /// Also sends the kernel's timestamped lines to the trace (`guest.console`) instead of on.
+    pub fn tracing_kernel_lines(mut self) -> Self {
+        self.trace_kernel = true;
+        self
+    }
+
+    fn could_be_dropped(&self, partial: &[u8]) -> bool {
         DROPPED_LINES
             .iter()
             .any(|l| l.as_bytes().starts_with(partial) || partial.starts_with(l.as_bytes()))
+            || (self.trace_kernel && could_be_kernel_line(partial))
     }
 
-    fn is_dropped(line: &[u8]) -> bool {
+    /// Forwards, drops or traces one complete line.
+    fn finish_line(&mut self, line: &[u8]) -> io::Result<()> {
         let body = line.strip_suffix(b"\n").unwrap_or(line);
         let body = body.strip_suffix(b"\r").unwrap_or(body);
-        DROPPED_LINES.iter().any(|l| l.as_bytes() == body)
+        if DROPPED_LINES.iter().any(|l| l.as_bytes() == body) {
+            return Ok(());
+        }
+        if self.trace_kernel && is_kernel_line(body) {
+            sandbox_container::trace::note("guest.console", || String::from_utf8_lossy(body).into_owned());
+            return Ok(());
+        }
+        self.inner.write_all(line)
     }
 }
 
@@ -54,11 +74,9 @@ impl<W: Write> Write for ConsoleFilter<W> {
             } else {
                 self.held.extend_from_slice(chunk);
                 if line_end {
-                    if !Self::is_dropped(&self.held) {
-                        self.inner.write_all(&self.held)?;
-                    }
-                    self.held.clear();
-                } else if !Self::could_be_dropped(&self.held) {
+                    let line = std::mem::take(&mut self.held);
+                    self.finish_line(&line)?;
+                } else if !self.could_be_dropped(&self.held) {
                     self.inner.write_all(&self.held)?;
                     self.held.clear();
                     self.passing = true;
@@ -78,12 +96,42 @@ impl<W: Write> Write for ConsoleFilter<W> {
 
 impl<W: Write> Drop for ConsoleFilter<W> {
     fn drop(&mut self) {
-        // A held partial line that never completed was not the farewell line after all.
-        if !self.held.is_empty() && !Self::is_dropped(&self.held) {
-            let _ = self.inner.write_all(&self.held);
+        // A held partial line that never completed is finished as it is.
+        let line = std::mem::take(&mut self.held);
+        if !line.is_empty() {
+            let _ = self.finish_line(&line);
         }
         let _ = self.inner.flush();
     }
+}
+
+/// Whether `line` starts with a printk timestamp, `[ SECONDS.MICROS] `.
+fn is_kernel_line(line: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(b"[") else {
+        return false;
+    };
+    let Some(end) = rest.iter().position(|&b| b == b']') else {
+        return false;
+    };
+    let stamp = rest[..end].trim_ascii_start();
+    let Some(dot) = stamp.iter().position(|&b| b == b'.') else {
+        return false;
+    };
+    dot > 0
+        && stamp[..dot].iter().all(u8::is_ascii_digit)
+        && stamp.len() > dot + 1
+        && stamp[dot + 1..].iter().all(u8::is_ascii_digit)
+}
+
+/// Whether a partial line could still turn out to be a timestamped kernel line.
+fn could_be_kernel_line(partial: &[u8]) -> bool {
+    let Some(rest) = partial.strip_prefix(b"[") else {
+        return partial.is_empty();
+    };
+    if let Some(end) = rest.iter().position(|&b| b == b']') {
+        return is_kernel_line(&partial[..end + 2]);
+    }
+    rest.iter().all(|&b| b == b' ' || b == b'.' || b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -118,5 +166,29 @@ mod tests {
         );
         assert_eq!(filtered(&["rebooting\n", "re"]), "rebooting\nre");
         assert_eq!(filtered(&["a  b \"c\"\n", "7"]), "a  b \"c\"\n7");
+    }
+
+    #[test]
+    fn kernel_lines_are_told_from_workload_lines() {
+        assert!(is_kernel_line(b"[    0.123456] Linux version 6.1"));
+        assert!(is_kernel_line(b"[12345.000001] x"));
+        assert!(!is_kernel_line(b"[a  b]"));
+        assert!(!is_kernel_line(b"[1]"));
+        assert!(!is_kernel_line(b"[.5] x"));
+        assert!(could_be_kernel_line(b"[   0.12"));
+        assert!(!could_be_kernel_line(b"[a"));
+        assert!(!could_be_kernel_line(b"hello"));
+    }
+
+    #[test]
+    fn with_tracing_kernel_lines_leave_the_output() {
+        let mut out = Vec::new();
+        {
+            let mut f = ConsoleFilter::new(&mut out).tracing_kernel_lines();
+            f.write_all(b"[    0.100000] Booting\n[a  b]\nhel").unwrap();
+            f.write_all(b"lo\n[    1.0").unwrap();
+            f.write_all(b"00000] reboot\n").unwrap();
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), "[a  b]\nhello\n");
     }
 }

@@ -37,6 +37,8 @@ use crate::tap::Tap;
 use crate::vcpu::{self, VcpuRunner};
 use crate::vm;
 use crate::{Ending, SerialSink, Timings, VmConfig, VmOutcome};
+use sandbox_container::trace;
+use std::os::fd::AsRawFd;
 
 /// How long teardown keeps kicking a vCPU thread out of KVM_RUN before leaving it behind.
 const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -72,6 +74,12 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn add_virtio<D: VirtioDevice + 'static>(&mut self, device: D) -> Result<(), VmmError> {
+        let began = trace::start();
+        let kind = match device.device_type() {
+            1 => "virtio-net",
+            2 => "virtio-blk",
+            _ => "virtio",
+        };
         let index = self.slots.len();
         if index >= layout::MAX_VIRTIO_DEVICES {
             return Err(VmmError::TooManyDevices {
@@ -92,6 +100,12 @@ impl Builder<'_> {
         self.subscribers
             .push(Arc::new(Mutex::new(VirtioSubscriber::new(transport))));
         self.slots.push((base, irq));
+        trace::step("device", began, || {
+            format!(
+                "{kind} slot {index} mmio {base:#x}+{:#x} irq {irq}",
+                layout::VIRTIO_MMIO_SLOT
+            )
+        });
         Ok(())
     }
 }
@@ -127,7 +141,15 @@ impl Machine {
     /// tap with it).
     pub fn build(mut config: VmConfig, kernel: KernelInfo) -> Result<Machine, VmmError> {
         let clock = Clock::new(config.started);
+        let began = trace::start();
         let kvm = Kvm::new().map_err(VmmError::Kvm)?;
+        trace::step("kvm", began, || {
+            format!(
+                "/dev/kvm fd {}, KVM_GET_API_VERSION {}",
+                kvm.as_raw_fd(),
+                kvm.get_api_version()
+            )
+        });
         vm::check_capabilities(&kvm)?;
         let max_vcpus = (kvm.get_max_vcpus() as u32).min(mptable::MAX_SUPPORTED_CPUS);
         if config.vcpus == 0 || config.vcpus > max_vcpus {
@@ -136,8 +158,23 @@ impl Machine {
                 max: max_vcpus,
             });
         }
+        let began = trace::start();
         let mem = layout::guest_memory(config.memory_mib)?;
+        for r in mem.iter() {
+            trace::step("memory", began, || {
+                format!(
+                    "guest {:#x} size {:#x} host {:#x}",
+                    r.start_addr().0,
+                    r.len(),
+                    r.get_host_address(MemoryRegionAddress(0)).map_or(0, |p| p as u64)
+                )
+            });
+        }
+        let began = trace::start();
         let vm_fd = vm::create(&kvm, &mem)?;
+        trace::step("vm", began, || {
+            format!("KVM_CREATE_VM fd {}, memory slots set", vm_fd.as_raw_fd())
+        });
 
         let stop = Arc::new(Stop::new()?);
         let reports = Arc::new(Mutex::new(GuestReports::default()));
@@ -222,7 +259,23 @@ impl Machine {
             verbose: config.verbose_kernel,
             extra: config.cmdline_extra.clone(),
         })?;
+        trace::note("cmdline", || {
+            cmdline
+                .as_cstring()
+                .map(|c| c.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        let began = trace::start();
         let entry = loader::load(&mem, &config.kernel, kernel.format)?;
+        trace::step("kernel", began, || {
+            format!(
+                "{} {:?} loaded, entry {:#x} ({})",
+                config.kernel.display(),
+                kernel.format,
+                entry.address().0,
+                boot_protocol(&entry, kernel.format)
+            )
+        });
         loader::write_boot_info(
             &mem,
             &entry,
@@ -241,7 +294,12 @@ impl Machine {
             let fd = vm_fd
                 .create_vcpu(u64::from(i))
                 .map_err(VmmError::kvm("KVM_CREATE_VCPU"))?;
+            let began = trace::start();
             vcpu::configure(&fd, &supported, i, config.vcpus, &entry)?;
+            trace::step("vcpu", began, || match fd.get_regs() {
+                Ok(r) => format!("{i}: rip {:#x} rsp {:#x} rflags {:#x}", r.rip, r.rsp, r.rflags),
+                Err(e) => format!("{i}: registers unreadable: {e}"),
+            });
             vcpus.push(fd);
         }
 

@@ -460,14 +460,23 @@ pub fn run_sandbox(
     );
     config.memory_mib = memory_mib;
     config.vcpus = vcpus;
-    config.cmdline_extra = opts.cmdline_extra.clone();
+    // --trace: the kernel's boot messages, timestamped, go to the trace (see console_filter).
+    config.cmdline_extra = if spec.trace {
+        format!("printk.time=1 {}", opts.cmdline_extra)
+    } else {
+        opts.cmdline_extra.clone()
+    };
     config.disks = disks;
-    config.verbose_kernel = opts.verbose_kernel;
+    config.verbose_kernel = opts.verbose_kernel || spec.trace;
     config.allow_pvm = allow_pvm;
     config.started = opts.started;
+    let filter = |w: Box<dyn std::io::Write + Send>| -> SerialSink {
+        let f = ConsoleFilter::new(w);
+        SerialSink::Writer(Box::new(if spec.trace { f.tracing_kernel_lines() } else { f }))
+    };
     config.serial = match opts.serial {
-        SerialSink::Stdout => SerialSink::Writer(Box::new(ConsoleFilter::new(std::io::stdout()))),
-        SerialSink::Writer(w) => SerialSink::Writer(Box::new(ConsoleFilter::new(w))),
+        SerialSink::Stdout => filter(Box::new(std::io::stdout())),
+        SerialSink::Writer(w) => filter(w),
         SerialSink::Null => SerialSink::Null,
     };
     let mut plan = Plan::new(Mode::Vm, command_argv(spec, image));

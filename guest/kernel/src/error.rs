@@ -43,6 +43,12 @@ pub enum KernelError {
     /// A fragment line is neither a comment nor `CONFIG_NAME=value`.
     #[error("fragment line {line:?} is not of the form CONFIG_NAME=value")]
     BadFragmentLine { line: String },
+    /// A cache entry's `inputs.json` cannot be parsed.
+    #[error(
+        "{}: not a kernel cache record ({detail}): remove its directory, and run `sandbox kernel build` where the source is installed",
+        .path.display()
+    )]
+    BadInputs { path: PathBuf, detail: String },
     /// A file passed as a kernel is not one.
     #[error("{}: {reason}", path.display())]
     NotAKernel { path: PathBuf, reason: String },

@@ -2,67 +2,10 @@
 //! source" tarball whose Makefile imitates kbuild's targets (tinyconfig, olddefconfig, bzImage,
 //! vmlinux) — the real compile is covered by `tests/build.rs`.
 
-use sandbox_kernel::{build, cached_with, KernelError, KernelOptions};
-use std::path::Path;
-use std::process::Command;
+mod support;
 
-/// A Makefile with kbuild's targets; `bzImage` fails when the source holds a file named FAIL.
-const MAKEFILE: &str = "\
-tinyconfig:
-\t@echo '  HOSTCC  scripts/basic/fixdep'
-\t@echo '# tiny' > $(O)/.config
-olddefconfig:
-\t@echo '  SYNC    include/config/auto.conf'
-bzImage:
-\t@echo '  CC      kernel/fork.o'
-\t@echo '  CC      kernel/exit.o'
-\t@echo built >> $(O)/../make-runs
-\t@if [ -e FAIL ]; then echo 'kernel/fork.c:1: error: boom'; exit 2; fi
-\t@mkdir -p $(O)/arch/x86/boot
-\t@printf 'bz' > $(O)/arch/x86/boot/bzImage
-vmlinux:
-\t@printf 'elf' > $(O)/vmlinux
-";
-
-fn fake_tarball(work: &Path, fail: bool) -> std::path::PathBuf {
-    let src = work.join("linux-fake");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("Makefile"), MAKEFILE).unwrap();
-    std::fs::write(src.join("Kconfig"), "").unwrap();
-    if fail {
-        std::fs::write(src.join("FAIL"), "").unwrap();
-    }
-    let tarball = work.join("linux-fake.tar.xz");
-    let status = Command::new("tar")
-        .arg("-cJf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(work)
-        .arg("linux-fake")
-        .status()
-        .expect("tar (package tar) and xz (package xz-utils) are needed");
-    assert!(status.success());
-    tarball
-}
-
-fn options(work: &Path, fail: bool) -> KernelOptions {
-    KernelOptions {
-        source: fake_tarball(work, fail),
-        cache_dir: work.join("cache"),
-        extra_fragment: Vec::new(),
-        jobs: 2,
-        progress: false,
-    }
-}
-
-fn cache_entries(cache: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(cache)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
+use sandbox_kernel::{build, cached_with, KernelError};
+use support::{cache_entries, options};
 
 #[test]
 fn a_successful_build_is_published_once_and_then_served_from_the_cache() {
@@ -78,6 +21,11 @@ fn a_successful_build_is_published_once_and_then_served_from_the_cache() {
         .unwrap()
         .contains("  CC      kernel/fork.o"));
     assert_eq!(cached_with(&opts), Some(k.clone()));
+    // The entry records its key's inputs.
+    let inputs = sandbox_kernel::KeyInputs::read(k.inputs.parent().unwrap()).unwrap();
+    assert_eq!(inputs.key, k.key);
+    assert_eq!(inputs.builder_version, sandbox_kernel::BUILDER_VERSION);
+    assert_eq!(inputs.source, opts.source);
     // The build directory is gone once published; the source stays for other variants.
     let names = cache_entries(&opts.cache_dir);
     assert!(

@@ -1,21 +1,17 @@
 //! The guest kernel in L1: the host's build (`sandbox_kernel::cached()`) is shipped at the same
 //! place under L1's `$SANDBOX_CACHE`, so VM mode in L1 boots exactly the kernel the host built.
 //!
-//! sandbox-kernel finds a build by a key that hashes the source tarball's sha256, and L1 has no
-//! source tarball (150 MB). It keeps a record of that sha256 in `source-ids/`, valid while the
-//! tarball's size and mtime match; so the lab ships an empty stand-in tarball (mtime 0, as every
-//! cpio entry) and the record of the real sha256 for that stand-in. Before shipping, the host
-//! computes the key through sandbox-kernel itself against the same two files in a scratch
-//! directory; unless that gives the host's key, no stand-in is shipped and VM mode in L1 says the
-//! kernel is not built — never a different kernel.
+//! L1 has no kernel source tarball, so its `sandbox_kernel::cached()` cannot compute the key; it
+//! takes the newest entry whose `inputs.json` records the builder version and fragment compiled
+//! into its `sandbox` binary, which is the host's. So the entry is shipped with its
+//! `inputs.json`. `cached()` on the host writes that record into entries built before it
+//! existed; where it could not (a read-only cache), the record is made here from the host's
+//! inputs, and only if they give the entry's key. Without a record nothing is shipped, and VM
+//! mode says the kernel is not built — never a different kernel.
 
-use crate::init_script::L1_SANDBOX_CACHE;
 use crate::payload::Include;
-use sandbox_kernel::KernelOptions;
-use sha2::{Digest, Sha256};
-use std::fs;
+use sandbox_kernel::{KernelArtifacts, KernelOptions, KeyInputs};
 use std::path::Path;
-use std::time::UNIX_EPOCH;
 
 /// What L1 gets: the kernel's files, and generated files (L1 path, content).
 #[derive(Debug, Default)]
@@ -24,70 +20,130 @@ pub struct GuestKernel {
     pub generated: Vec<(String, Vec<u8>)>,
 }
 
-/// The host's built guest kernel (empty when none is built), with the key stand-in when it
-/// verifiably reproduces the host's key.
+/// The host's built guest kernel with its record (empty when none is built).
 pub fn guest_kernel() -> GuestKernel {
-    let cache = sandbox_guest::paths::sandbox_cache();
     let Some(k) = sandbox_kernel::cached() else {
         return GuestKernel::default();
     };
-    let files = [k.bzimage, k.vmlinux, k.config]
+    ship(&k, &sandbox_guest::paths::sandbox_cache(), || {
+        KernelOptions::default().key_inputs().ok()
+    })
+}
+
+/// The entry `k` of `host_cache` as L1 gets it; `record` gives its inputs when the entry has no
+/// `inputs.json`.
+fn ship(k: &KernelArtifacts, host_cache: &Path, record: impl FnOnce() -> Option<KeyInputs>) -> GuestKernel {
+    let kernel: Option<Vec<Include>> = [&k.bzimage, &k.vmlinux, &k.config]
         .iter()
-        .filter_map(|p| Include::from_cache(&cache, p))
+        .map(|p| Include::from_cache(host_cache, p))
         .collect();
-    GuestKernel {
-        files,
-        generated: key_stand_in(&k.key).unwrap_or_default(),
-    }
-}
-
-/// The name of the `source-ids/` record for a tarball path.
-fn id_name(tarball: &Path) -> String {
-    let digest = Sha256::digest(tarball.as_os_str().as_encoded_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-fn key_stand_in(host_key: &str) -> Option<Vec<(String, Vec<u8>)>> {
-    let opts = KernelOptions::default();
-    let host_record =
-        fs::read_to_string(opts.cache_dir.join("source-ids").join(id_name(&opts.source))).ok()?;
-    let (_, sha) = host_record.trim().rsplit_once(' ')?;
-    // The stand-in is empty with mtime 0: size 0, mtime 0, 0 ns.
-    let record = format!("0 0 0 {sha}\n");
-
-    let scratch = tempfile::tempdir().ok()?;
-    let stand_in = scratch.path().join("linux-source.tar.xz");
-    fs::File::create(&stand_in).ok()?.set_modified(UNIX_EPOCH).ok()?;
-    let cache = scratch.path().join("kernel");
-    fs::create_dir_all(cache.join("source-ids")).ok()?;
-    fs::write(cache.join("source-ids").join(id_name(&stand_in)), &record).ok()?;
-    let check = KernelOptions {
-        source: stand_in,
-        cache_dir: cache,
-        ..KernelOptions::default()
+    let (Some(mut files), Some(inputs)) = (kernel, Include::from_cache(host_cache, &k.inputs)) else {
+        return GuestKernel::default();
     };
-    if check.key().ok()? != host_key {
-        return None;
+    let mut generated = Vec::new();
+    if k.inputs.is_file() {
+        files.push(inputs);
+    } else {
+        match record().filter(|r| r.key == k.key) {
+            Some(r) => generated.push((inputs.l1_path, r.to_json().into_bytes())),
+            None => return GuestKernel::default(),
+        }
     }
-    let l1_record = format!("{L1_SANDBOX_CACHE}/kernel/source-ids/{}", id_name(&opts.source));
-    Some(vec![
-        (opts.source.display().to_string(), Vec::new()),
-        (l1_record, record.into_bytes()),
-    ])
+    GuestKernel { files, generated }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::init_script::L1_SANDBOX_CACHE;
+    use std::path::PathBuf;
+
+    const KEY: &str = "0123456789abcdef";
+
+    fn entry(cache: &Path, with_record: bool) -> KernelArtifacts {
+        let dir = cache.join("kernel").join(KEY);
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["bzImage", "vmlinux", "config"] {
+            std::fs::write(dir.join(name), name).unwrap();
+        }
+        if with_record {
+            record(KEY).write(&dir).unwrap();
+        }
+        KernelArtifacts {
+            bzimage: dir.join("bzImage"),
+            vmlinux: dir.join("vmlinux"),
+            config: dir.join("config"),
+            build_log: dir.join("build.log"),
+            inputs: dir.join(sandbox_kernel::INPUTS_FILE),
+            key: KEY.to_string(),
+        }
+    }
+
+    fn record(key: &str) -> KeyInputs {
+        KeyInputs {
+            key: key.to_string(),
+            builder_version: sandbox_kernel::BUILDER_VERSION.to_string(),
+            fragment_sha256: "f".repeat(64),
+            source_sha256: "0".repeat(64),
+            source: PathBuf::from(sandbox_kernel::DEFAULT_SOURCE),
+            source_package: None,
+            source_package_version: None,
+        }
+    }
+
+    fn l1_paths(g: &GuestKernel) -> Vec<String> {
+        g.files.iter().map(|i| i.l1_path.clone()).collect()
+    }
+
+    fn l1(name: &str) -> String {
+        format!("{L1_SANDBOX_CACHE}/kernel/{KEY}/{name}")
+    }
 
     #[test]
-    fn stand_in_reproduces_the_host_key_when_a_kernel_is_built() {
+    fn an_entry_is_shipped_with_its_record_and_nothing_else() {
+        let cache = tempfile::tempdir().unwrap();
+        let k = entry(cache.path(), true);
+        let g = ship(&k, cache.path(), || panic!("the entry has its record"));
+        assert_eq!(
+            l1_paths(&g),
+            [l1("bzImage"), l1("vmlinux"), l1("config"), l1("inputs.json")]
+        );
+        assert!(g.generated.is_empty(), "{:?}", g.generated);
+    }
+
+    #[test]
+    fn an_entry_without_a_record_gets_one_only_for_its_own_key() {
+        let cache = tempfile::tempdir().unwrap();
+        let k = entry(cache.path(), false);
+        let g = ship(&k, cache.path(), || Some(record(KEY)));
+        assert_eq!(l1_paths(&g), [l1("bzImage"), l1("vmlinux"), l1("config")]);
+        assert_eq!(g.generated.len(), 1);
+        assert_eq!(g.generated[0].0, l1("inputs.json"));
+        assert_eq!(g.generated[0].1, record(KEY).to_json().into_bytes());
+
+        // Inputs that give another key describe another kernel: nothing is shipped.
+        let g = ship(&k, cache.path(), || Some(record("fedcba9876543210")));
+        assert!(g.files.is_empty() && g.generated.is_empty(), "{g:?}");
+        let g = ship(&k, cache.path(), || None);
+        assert!(g.files.is_empty() && g.generated.is_empty(), "{g:?}");
+    }
+
+    #[test]
+    fn the_hosts_built_kernel_is_shipped_with_its_record() {
         // Only meaningful where a guest kernel is built (CI builds it before the tests).
         let Some(k) = sandbox_kernel::cached() else {
             panic!("no guest kernel is built: run `sandbox kernel build` first");
         };
-        let generated = key_stand_in(&k.key).expect("the stand-in reproduces the host's key");
-        assert_eq!(generated.len(), 2);
-        assert!(generated[0].1.is_empty());
+        assert!(k.inputs.is_file(), "cached() wrote no {}", k.inputs.display());
+        let g = guest_kernel();
+        let paths = l1_paths(&g);
+        assert_eq!(paths.len(), 4, "{paths:?}");
+        assert!(
+            paths
+                .iter()
+                .all(|p| p.starts_with(&format!("{L1_SANDBOX_CACHE}/kernel/{}/", k.key))),
+            "{paths:?}"
+        );
+        assert!(g.generated.is_empty(), "{:?}", g.generated);
     }
 }

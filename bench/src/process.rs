@@ -265,7 +265,8 @@ impl Held {
                         format!(
                             "not ready after {} s (killed): {}",
                             timeout.as_secs(),
-                            f.map(|f| tail(&f.stderr)).unwrap_or_default()
+                            f.map(|f| format!("{} {}", tail(&f.stdout), tail(&f.stderr)))
+                                .unwrap_or_default()
                         ),
                     ));
                 }

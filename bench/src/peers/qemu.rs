@@ -2,7 +2,10 @@
 //! disk of the same image, with busybox `sh` as init printing a ready line. `reboot=t` and
 //! `-no-reboot` make QEMU exit as soon as the guest reboots; stdin is /dev/null (QEMU stalls on
 //! a terminal); `-L` names the directory holding `bios-microvm.bin`. The shared cached disk is
-//! attached read-only and mounted `ro` (busybox's `sh` writes nothing).
+//! attached read-only and mounted `ro` (busybox's `sh` writes nothing). `acpi=off` makes QEMU
+//! list the virtio-mmio devices on the kernel command line (appended at its end, so init's
+//! arguments go without `--`: bare words without `=` or `.` reach init), as the guest kernel
+//! has no ACPI.
 
 use crate::error::BenchError;
 use crate::process::{Held, Memory};
@@ -16,6 +19,8 @@ const BIOS_DIRS: &[&str] = &["/usr/share/qemu", "/usr/share/seabios", "/usr/lib/
 /// The guest's ready line; the command line spells it differently, so the kernel's echo of its
 /// command line does not match.
 const READY: &str = "sbx-42-ready";
+/// How long QEMU may take to the ready line (under TCG in the lab, VM boots take seconds).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Guest RAM, as VM mode's default.
 const MEMORY_MIB: u32 = 128;
 
@@ -68,7 +73,7 @@ impl Qemu {
         };
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.arg("-M")
-            .arg("microvm")
+            .arg("microvm,acpi=off")
             .args(["-accel", "kvm", "-cpu", "host", "-smp", "1"])
             .args(["-m", &MEMORY_MIB.to_string()])
             .args(["-nodefaults", "-no-user-config", "-no-reboot"])
@@ -85,7 +90,7 @@ impl Qemu {
             .args(["-device", "virtio-blk-device,drive=root"])
             .arg("-append")
             .arg(format!(
-                "console=ttyS0 quiet root=/dev/vda ro reboot=t panic=-1 init=/bin/sh -- -c \
+                "console=ttyS0 quiet root=/dev/vda ro reboot=t panic=-1 init=/bin/sh -c \
                  \"echo sbx-$((6*7))-ready; sleep {hold_seconds}; reboot -f\""
             ));
         Ok(cmd)
@@ -93,14 +98,14 @@ impl Qemu {
 
     pub fn boot(&mut self) -> Result<(Duration, Duration), BenchError> {
         let mut held = Held::spawn(&mut self.command(0)?, "qemu-microvm boot", None)?;
-        let ready = held.wait_ready(|l| l.contains(READY), Duration::from_secs(180))?;
+        let ready = held.wait_ready(|l| l.contains(READY), READY_TIMEOUT)?;
         let f = held.finish()?;
         Ok((ready, f.wall))
     }
 
     pub fn memory(&mut self) -> Result<Memory, BenchError> {
         let mut held = Held::spawn(&mut self.command(30)?, "qemu-microvm memory", None)?;
-        held.wait_ready(|l| l.contains(READY), Duration::from_secs(180))?;
+        held.wait_ready(|l| l.contains(READY), READY_TIMEOUT)?;
         // Let the guest's init settle as the sandboxes' `ready` does.
         let m = Memory::of(held.pid());
         let _ = held.terminate(Duration::from_secs(5));

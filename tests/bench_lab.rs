@@ -1,0 +1,79 @@
+//! `sandbox bench --quick --scenario boot` with both modes and every peer: natively where the host
+//! has hardware KVM, otherwise inside the lab (`sandbox lab --tool ... --export ... -- bench`),
+//! the report brought back to the host. Structure asserted, numbers never.
+
+use sandbox_bench::{Place, Report, Scenario};
+use sandbox_vmm::kvm_kind::{detect, KvmKind};
+use std::process::Command;
+
+#[test]
+fn quick_boot_in_both_modes_with_every_peer() {
+    for (tool, package) in [
+        ("crun", "crun"),
+        ("runc", "runc"),
+        ("qemu-system-x86_64", "qemu-system-x86"),
+    ] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "{tool} is needed by this test: run `apt-get install {package}`"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host_out = dir.path().join("report");
+    let bench_args = ["bench", "--quick", "--scenario", "boot"];
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandbox"));
+    let native = matches!(detect(), KvmKind::Hardware { .. });
+    if native {
+        cmd.args(bench_args).arg("--out").arg(&host_out);
+    } else {
+        cmd.args(["lab", "--timeout", "900", "--tool", "crun", "--tool", "runc"])
+            .args([
+                "--tool",
+                "qemu-system-x86_64",
+                "--include",
+                "/usr/share/qemu:/usr/share/qemu",
+            ])
+            .arg("--export")
+            .arg(format!("/root/bench:{}", host_out.display()))
+            .arg("--")
+            .args(bench_args)
+            .args(["--out", "/root/bench"]);
+    }
+    let started = std::time::Instant::now();
+    let o = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{stdout}\n(took {:.0} s)", started.elapsed().as_secs_f64());
+    assert!(
+        o.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(host_out.join("report.json")).unwrap()).unwrap();
+    let place = if native { Place::Native } else { Place::LabTcg };
+    assert_eq!(report.environment.place, place);
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    for (subject, metric) in [
+        ("vm", "ready_ms"),
+        ("container", "ready_ms"),
+        ("crun", "true_wall_ms"),
+        ("runc", "true_wall_ms"),
+        ("qemu-microvm", "ready_ms"),
+    ] {
+        let m = report
+            .find(Scenario::Boot, subject, metric)
+            .unwrap_or_else(|| panic!("no {subject} {metric} in the report"));
+        assert_eq!(m.place, place);
+        assert_eq!(m.samples.len(), 3);
+    }
+    // Both boot targets could be judged: every side was measured in this one run.
+    for name in ["container-start", "vm-boot"] {
+        let t = report.targets.iter().find(|t| t.name == name).unwrap();
+        assert!(t.met.is_some(), "{name}: {t:?}");
+    }
+    assert!(host_out.join("report.md").is_file());
+}

@@ -288,6 +288,15 @@ fn summary(o: &Observed) -> Vec<String> {
         ),
         String::new(),
     ];
+    if o.status != 0 && o.info.is_none() {
+        // It never ran the workload: what it said is the whole story.
+        lines.push("the run failed before the workload ran:".into());
+        lines.extend(o.other.iter().rev().take(3).rev().cloned());
+        if o.mode == "vm" {
+            lines.push("(where only the lab has a usable KVM: `sandbox lab -- explain vm`)".into());
+        }
+        return lines;
+    }
     lines.push(format!("set-up ({} traced steps):", o.steps.len()));
     let mut order: Vec<&str> = Vec::new();
     let mut groups: BTreeMap<&str, (usize, u64)> = BTreeMap::new();

@@ -431,3 +431,40 @@ fn side_by_side(columns: &[Vec<String>], width: usize) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_padded_and_cut_to_width() {
+        let out = side_by_side(&[vec!["abc".into(), "0123456789".into()], vec!["x".into()]], 5);
+        assert_eq!(out, "abc   | x\n01234 |\n");
+    }
+
+    #[test]
+    fn the_info_object_is_found_among_console_lines() {
+        let stdout = "[    1.0] booting\n{\"workload\":\"info\",\"kernel_release\":\"6.1\"}\nbye\n";
+        assert_eq!(find_info(stdout).unwrap()["kernel_release"], "6.1");
+        assert!(find_info("{\"workload\":\"cpu\"}\n").is_none());
+    }
+
+    #[test]
+    fn the_host_view_of_this_process_lists_its_child_and_threads() {
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let _thread_alive = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(500)));
+        let me = std::process::id() as i32;
+        let view = host_view(me);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(view[0].pid, me);
+        assert!(view[0].threads.len() >= 2, "{view:?}");
+        let sleeper = view
+            .iter()
+            .find(|p| p.pid == child.id() as i32)
+            .expect("the child is listed");
+        assert_eq!(sleeper.comm, "sleep");
+        assert_eq!(depth_of(&view, sleeper), 1);
+        assert!(!sleeper.own_pid_ns);
+    }
+}

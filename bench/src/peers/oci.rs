@@ -50,8 +50,8 @@ impl Oci {
             self.crun_unshare = true;
             bench.note_once(
                 "crun runs in a private mount namespace with /sys/fs/cgroup/unified unmounted \
-                 (`unshare -m`): crun 1.8 refuses hybrid cgroup hosts otherwise; the unshare adds \
-                 about a millisecond"
+                 (`unshare -m` + umount, inside its timed run): crun 1.8 refuses hybrid cgroup \
+                 hosts otherwise"
                     .to_string(),
             );
         }

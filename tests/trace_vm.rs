@@ -1,8 +1,9 @@
 //! `sandbox run --mode vm --trace` prints real values, through `sandbox_lab::run_sandbox`
 //! (natively on hardware KVM, in the lab's L1 on this PVM host): the guest memory regions add up
 //! to `--memory`, the KVM API version is the stable 12, vCPU 0 starts at the kernel's entry
-//! point, each virtio device has its MMIO range and IRQ, and the guest's boot messages follow
-//! with timestamps. A single VM boot feeds every assertion (a lab boot costs seconds).
+//! point inside the loaded kernel, each device has its MMIO range or port and IRQ, the guest's
+//! boot messages follow with timestamps, and its init and exit reports arrive. A single VM boot
+//! feeds every assertion (a lab boot costs seconds).
 //!
 //! Needs a built guest kernel (`sandbox kernel build`) and, on a host without hardware KVM,
 //! qemu-system-x86 for the lab.
@@ -95,6 +96,30 @@ fn the_vm_trace_carries_real_values() {
     for v in &virtio {
         assert!(hex_after(v, "mmio").is_some() && v.contains(" irq "), "{v}");
     }
+    assert!(
+        of("device")
+            .iter()
+            .any(|v| v.starts_with("serial") && v.contains(" irq ")),
+        "{:#?}",
+        of("device")
+    );
+    // The kernel's entry lies inside what the loader put in guest memory.
+    let load = of("kernel.load");
+    let start = load
+        .iter()
+        .find_map(|v| hex_after(v, "guest"))
+        .expect("a kernel.load step");
+    assert!(
+        start <= entry,
+        "entry {entry:#x} below the load address {start:#x}"
+    );
+    // The guest's own reports through the boot/exit port.
+    let events = of("guest.event");
+    assert!(
+        events.iter().any(|v| v.starts_with("init started")),
+        "{events:#?}"
+    );
+    assert!(events.iter().any(|v| *v == "exit status 0"), "{events:#?}");
     let cmdline = of("cmdline");
     assert!(
         cmdline.iter().any(|v| v.contains("sandbox.plan=")),

@@ -209,6 +209,28 @@ impl Machine {
             bootexit::LEN,
             Arc::new(Mutex::new(BootExit::new(clock, reports.clone()))),
         )?;
+        trace::note("device", || {
+            format!(
+                "serial 16550 port {:#x}+{} irq {} (the console, ttyS0)",
+                layout::SERIAL_PORT,
+                layout::SERIAL_PORT_LEN,
+                layout::SERIAL_IRQ
+            )
+        });
+        trace::note("device", || {
+            format!(
+                "i8042 port {:#x}+{} (its reset ends the VM: reboot=k)",
+                layout::I8042_PORT,
+                layout::I8042_PORT_LEN
+            )
+        });
+        trace::note("device", || {
+            format!(
+                "boot/exit port {:#x}+{} (init started, ready, exit status)",
+                exit_device::PORT,
+                bootexit::LEN
+            )
+        });
 
         // Virtio devices, in the order the guest names them: root, plan, volumes, net.
         let mut b = Builder {
@@ -296,9 +318,24 @@ impl Machine {
                 .map_err(VmmError::kvm("KVM_CREATE_VCPU"))?;
             let began = trace::start();
             vcpu::configure(&fd, &supported, i, config.vcpus, &entry)?;
-            trace::step("vcpu", began, || match fd.get_regs() {
-                Ok(r) => format!("{i}: rip {:#x} rsp {:#x} rflags {:#x}", r.rip, r.rsp, r.rflags),
-                Err(e) => format!("{i}: registers unreadable: {e}"),
+            trace::step("vcpu", began, || match (fd.get_regs(), fd.get_sregs()) {
+                (Ok(r), Ok(s)) => format!(
+                    "{i}: rip {:#x} rsp {:#x} rflags {:#x} rsi {:#x} rbx {:#x} cr0 {:#x} cr3 {:#x} \
+                     cr4 {:#x} efer {:#x} cs {:#x} (l={} db={})",
+                    r.rip,
+                    r.rsp,
+                    r.rflags,
+                    r.rsi,
+                    r.rbx,
+                    s.cr0,
+                    s.cr3,
+                    s.cr4,
+                    s.efer,
+                    s.cs.selector,
+                    s.cs.l,
+                    s.cs.db
+                ),
+                (Err(e), _) | (_, Err(e)) => format!("{i}: registers unreadable: {e}"),
             });
             vcpus.push(fd);
         }

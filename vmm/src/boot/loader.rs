@@ -176,6 +176,12 @@ pub fn load(mem: &GuestMemoryMmap, path: &Path, format: KernelFormat) -> Result<
     match format {
         KernelFormat::Elf => {
             let loaded = Elf::load(mem, None, &mut file, himem).map_err(load_err)?;
+            sandbox_container::trace::note("kernel.load", || {
+                format!(
+                    "ELF segments at guest {:#x}..{:#x}",
+                    loaded.kernel_load.0, loaded.kernel_end
+                )
+            });
             Ok(match loaded.pvh_boot_cap {
                 PvhBootCapability::PvhEntryPresent(entry) => BootEntry::Pvh { entry },
                 _ => BootEntry::Linux64 {
@@ -186,6 +192,12 @@ pub fn load(mem: &GuestMemoryMmap, path: &Path, format: KernelFormat) -> Result<
         }
         KernelFormat::BzImage => {
             let loaded = BzImage::load(mem, None, &mut file, himem).map_err(load_err)?;
+            sandbox_container::trace::note("kernel.load", || {
+                format!(
+                    "bzImage protected-mode code at guest {:#x}..{:#x}",
+                    loaded.kernel_load.0, loaded.kernel_end
+                )
+            });
             // The 64-bit entry point (`startup_64`) is 0x200 past the protected-mode code.
             Ok(BootEntry::Linux64 {
                 entry: GuestAddress(loaded.kernel_load.0 + 0x200),

@@ -35,7 +35,14 @@ impl BusDevice for BootExit {
         };
         let now = self.clock.now_us();
         let mut r = self.reports.lock().unwrap_or_else(|p| p.into_inner());
-        match Event::decode(u32::from_le_bytes(bytes)) {
+        let event = Event::decode(u32::from_le_bytes(bytes));
+        sandbox_container::trace::note("guest.event", || match event {
+            Some(Event::InitStarted) => "init started (the kernel handed over to user space)".into(),
+            Some(Event::Ready) => "workload ready".into(),
+            Some(Event::Exit(status)) => format!("exit status {status}"),
+            None => format!("unknown value {:#x}", u32::from_le_bytes(bytes)),
+        });
+        match event {
             Some(Event::InitStarted) => {
                 r.init_started_us.get_or_insert(now);
             }

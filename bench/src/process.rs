@@ -150,15 +150,47 @@ impl OutcomeFile {
     }
 }
 
-/// Runs `cmd` to the end, timing it from spawn to exit.
-pub fn run_to_end(cmd: &mut Command, _what: &str) -> Result<Finished, BenchError> {
+/// The longest a run may take before it is killed (a VM under emulation takes seconds; a hung
+/// one must not stall the whole bench).
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs `cmd` to the end, timing it from spawn to exit; killed after [`RUN_TIMEOUT`].
+pub fn run_to_end(cmd: &mut Command, what: &str) -> Result<Finished, BenchError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let start = Instant::now();
-    let output = cmd
+    let child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|source| BenchError::Spawn { program, source })?;
+    let pid = libc::pid_t::try_from(child.id()).ok();
+    let (done, watch) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if let (Err(mpsc::RecvTimeoutError::Timeout), Some(pid)) = (watch.recv_timeout(RUN_TIMEOUT), pid) {
+            // SAFETY: kill(2) involves no memory. The pid is our child's: it is reaped only when
+            // the wait below returns, and `done` is sent right after; only in that gap of a few
+            // instructions, after RUN_TIMEOUT, could the pid have been reused.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return true;
+        }
+        false
+    });
+    let output = child.wait_with_output();
     let wall = start.elapsed();
+    let _ = done.send(());
+    let killed = watchdog.join().unwrap_or(false);
+    let output = output.map_err(|e| BenchError::run(what, format!("waiting for it: {e}")))?;
+    if killed {
+        return Err(BenchError::run(
+            what,
+            format!(
+                "still running after {} s: killed ({})",
+                RUN_TIMEOUT.as_secs(),
+                tail(&String::from_utf8_lossy(&output.stderr))
+            ),
+        ));
+    }
     Ok(Finished {
         wall,
         status: exit_code(output.status),

@@ -2,6 +2,7 @@
 //! on a private /30 and the link up. The tap is not persistent, so the kernel removes it when the
 //! VMM closes its fd, on every ending.
 
+use sandbox_guest::init::net::{netmask, sockaddr};
 use std::fs::{File, OpenOptions};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -49,30 +50,6 @@ fn ifreq_for(name: &str) -> Result<libc::ifreq, VmmError> {
         *dst = src as libc::c_char;
     }
     Ok(req)
-}
-
-fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(addr).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sockaddr_in and sockaddr have the same size on Linux; reading one as the other is
-    // what the socket ioctls expect.
-    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
-}
-
-/// The netmask for a prefix length (`30` → 255.255.255.252).
-pub fn netmask(prefix_len: u8) -> Ipv4Addr {
-    let bits = if prefix_len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix_len.min(32)))
-    };
-    Ipv4Addr::from(bits)
 }
 
 impl Tap {
@@ -127,10 +104,10 @@ impl Tap {
             Ok(())
         };
         let mut req = ifreq_for(&self.name)?;
-        req.ifr_ifru.ifru_addr = sockaddr_in(addr);
+        req.ifr_ifru.ifru_addr = sockaddr(addr);
         ioctl(libc::SIOCSIFADDR, &mut req, "setting the host address")?;
         let mut req = ifreq_for(&self.name)?;
-        req.ifr_ifru.ifru_netmask = sockaddr_in(netmask(prefix_len));
+        req.ifr_ifru.ifru_netmask = sockaddr(netmask(prefix_len));
         ioctl(libc::SIOCSIFNETMASK, &mut req, "setting the netmask")?;
         let mut req = ifreq_for(&self.name)?;
         ioctl(libc::SIOCGIFFLAGS, &mut req, "reading the link flags")?;

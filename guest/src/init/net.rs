@@ -95,8 +95,8 @@ fn ifreq(name: &str) -> Result<libc::ifreq, NetError> {
     Ok(req)
 }
 
-/// `addr` as a generic `sockaddr` (AF_INET, port 0).
-fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
+/// `addr` as a generic `sockaddr` (AF_INET, port 0), for the SIOC*IF* ioctls (also the VMM's tap).
+pub fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
@@ -110,8 +110,8 @@ fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
     unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
 }
 
-/// The netmask of a prefix length (0-32).
-fn netmask(prefix_len: u8) -> Ipv4Addr {
+/// The netmask of a prefix length (0-32): `30` → 255.255.255.252.
+pub fn netmask(prefix_len: u8) -> Ipv4Addr {
     match prefix_len {
         0 => Ipv4Addr::UNSPECIFIED,
         p => Ipv4Addr::from(u32::MAX << (32 - u32::from(p.min(32)))),

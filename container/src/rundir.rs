@@ -135,39 +135,15 @@ fn open_up(path: &Path) {
 
 /// Mount points at or under `path` in this process's mount table, deepest first.
 pub fn mounts_under(path: &Path) -> Vec<PathBuf> {
-    let Ok(table) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = table
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+    let mut found: Vec<PathBuf> = sandbox_guest::workloads::info::mountinfo()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| PathBuf::from(m.target))
         .filter(|p| p.starts_with(path))
         .collect();
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     found.dedup();
     found
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A short id that is unlikely to repeat: 8 hex digits from the kernel's random source, or from
@@ -251,12 +227,6 @@ fn owner_alive(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape_mountinfo(r"/a\040b\134c"), "/a b\\c");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-    }
 
     #[test]
     fn this_process_is_alive_and_a_made_up_one_is_not() {

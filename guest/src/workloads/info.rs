@@ -364,6 +364,12 @@ mod tests {
     }
 
     #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape(r"/a\040b\134c"), "/a b\\c");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+
+    #[test]
     fn limits_read_as_numbers_or_unlimited() {
         assert_eq!(limit_value(Some("max".into())), json!("unlimited"));
         assert_eq!(

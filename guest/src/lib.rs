@@ -3,6 +3,7 @@
 //! and the host-side [`paths`]. The host-side builders of what it runs on live beside this crate:
 //! `image/` (OCI image store), `kernel/` (guest kernel), `disk/` (ext4 root disks).
 
+pub mod hold_kvm;
 pub mod init;
 pub mod paths;
 pub mod protocol;

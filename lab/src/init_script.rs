@@ -76,6 +76,10 @@ if [ ! -c /dev/kvm ]; then
     echo "lab-init: /dev/kvm is missing after loading kvm_amd (see the dmesg tail above)"
     finish
 fi
+# An idle VM held open for L1's whole life, so that creating and destroying the command's VMs
+# never patches L1's kernel text (see guest/src/hold_kvm.rs: that patching froze L1 under
+# multi-threaded TCG).
+/bin/sandbox-guest hold-kvm > /dev/null &
 run=/sys/firmware/qemu_fw_cfg/by_name/{fw}/raw
 if [ ! -r "$run" ]; then
     echo "lab-init: no run script at $run (qemu_fw_cfg not loaded?)"

@@ -83,7 +83,8 @@ pub fn is_command(name: &str) -> bool {
 pub fn usage() -> String {
     let mut text = String::from(
         "usage: sandbox-guest <workload> [args]   (each prints one JSON line on stdout)\n       \
-         sandbox-guest init                  (PID 1: runs the Plan named by SANDBOX_PLAN or sandbox.plan=)\n\nworkloads:\n",
+         sandbox-guest init                  (PID 1: runs the Plan named by SANDBOX_PLAN or sandbox.plan=)\n       \
+         sandbox-guest hold-kvm              (the lab's L1 helper: holds an idle KVM VM open until killed)\n\nworkloads:\n",
     );
     for (name, args, what) in WORKLOADS {
         let head = format!("{name} {args}");

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use sandbox_guest::protocol::{encode_plan_block, exit_device, Mode, Plan, ReadyChannel};
@@ -20,7 +20,7 @@ use vmm_sys_util::signal::Killable;
 
 use crate::boot::cmdline::{self, CmdlineSpec};
 use crate::boot::loader::{self, BootEntry, KernelFormat, KernelInfo};
-use crate::boot::{mptable, regs};
+use crate::boot::{cpuid, mptable, regs};
 use crate::bus::Bus;
 use crate::devices::bootexit::{self, BootExit};
 use crate::devices::i8042::I8042;
@@ -311,13 +311,26 @@ impl Machine {
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(VmmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        let extras = cpuid::KvmExtras {
+            tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer),
+        };
+        trace::note("cpuid", || {
+            format!(
+                "KVM's supported set, per-vCPU APIC IDs and topology, TSC-deadline timer {}",
+                if extras.tsc_deadline {
+                    "on (no LAPIC timer calibration in the guest)"
+                } else {
+                    "off (KVM lacks it)"
+                }
+            )
+        });
         let mut vcpus = Vec::new();
         for i in 0..config.vcpus {
             let fd = vm_fd
                 .create_vcpu(u64::from(i))
                 .map_err(VmmError::kvm("KVM_CREATE_VCPU"))?;
             let began = trace::start();
-            vcpu::configure(&fd, &supported, i, config.vcpus, &entry)?;
+            vcpu::configure(&fd, &supported, i, config.vcpus, extras, &entry)?;
             trace::step("vcpu", began, || match (fd.get_regs(), fd.get_sregs()) {
                 (Ok(r), Ok(s)) => format!(
                     "{i}: rip {:#x} rsp {:#x} rflags {:#x} rsi {:#x} rbx {:#x} cr0 {:#x} cr3 {:#x} \

@@ -37,10 +37,11 @@ pub fn configure(
     supported: &CpuId,
     index: u32,
     count: u32,
+    extras: cpuid::KvmExtras,
     entry: &BootEntry,
 ) -> Result<(), VmmError> {
     let mut cpuid = supported.clone();
-    cpuid::patch(cpuid.as_mut_slice(), index, count);
+    cpuid::patch(cpuid.as_mut_slice(), index, count, extras);
     vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("KVM_SET_CPUID2"))?;
     let entries = regs::boot_msrs();
     let msrs = Msrs::from_entries(&entries).map_err(|e| VmmError::Setup(format!("MSR list: {e:?}")))?;

@@ -1,5 +1,6 @@
 //! Recognises the kernel file (bzImage or ELF vmlinux), estimates how much memory it needs,
-//! loads it with linux-loader, and writes what the chosen boot protocol hands the kernel: the
+//! loads it (a PVH vmlinux mapped from its file by [`super::elf_map`], anything else copied by
+//! linux-loader), and writes what the chosen boot protocol hands the kernel: the
 //! zero page (`boot_params` with the e820 map) for the Linux 64-bit protocol, or `hvm_start_info`
 //! with its memory map for the PVH entry.
 
@@ -175,6 +176,19 @@ pub fn load(mem: &GuestMemoryMmap, path: &Path, format: KernelFormat) -> Result<
     let himem = Some(GuestAddress(HIMEM_START));
     match format {
         KernelFormat::Elf => {
+            let mapped = super::elf_map::map(mem, &file).map_err(|detail| VmmError::KernelLoad {
+                path: PathBuf::from(path),
+                detail,
+            })?;
+            if let Some(m) = mapped {
+                sandbox_container::trace::note("kernel.load", || {
+                    format!(
+                        "ELF segments mapped copy-on-write from the file at guest {:#x}..{:#x} (PVH)",
+                        m.start, m.end
+                    )
+                });
+                return Ok(BootEntry::Pvh { entry: m.pvh_entry });
+            }
             let loaded = Elf::load(mem, None, &mut file, himem).map_err(load_err)?;
             sandbox_container::trace::note("kernel.load", || {
                 format!(

@@ -3,6 +3,7 @@
 
 pub mod cmdline;
 pub mod cpuid;
+pub mod elf_map;
 pub mod loader;
 pub mod mptable;
 pub mod regs;

@@ -411,61 +411,112 @@ pub fn is_ready_result(line: &str) -> bool {
 pub struct Memory {
     pub rss: u64,
     pub pss: u64,
-    /// RSS and PSS of the largest mapping (a VMM's guest RAM).
-    pub largest_rss: u64,
-    pub largest_pss: u64,
-    pub largest_size: u64,
+    /// RSS, PSS and size of the guest RAM (a VMM's): see [`Memory::parse`].
+    pub guest_rss: u64,
+    pub guest_pss: u64,
+    pub guest_size: u64,
+}
+
+/// One mapping of smaps: its address range and what of it is resident.
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    rss: u64,
+    pss: u64,
 }
 
 impl Memory {
-    /// Reads `/proc/PID/smaps`.
-    pub fn of(pid: u32) -> Result<Memory, BenchError> {
+    /// Reads `/proc/PID/smaps`; `guest_ram` as in [`Memory::parse`].
+    pub fn of(pid: u32, guest_ram: Option<u64>) -> Result<Memory, BenchError> {
         let path = format!("/proc/{pid}/smaps");
         let text = std::fs::read_to_string(&path).map_err(|e| BenchError::io("cannot read", &path, e))?;
-        Ok(Memory::parse(&text))
+        Ok(Memory::parse(&text, guest_ram))
     }
 
-    /// Sums smaps text; the largest mapping by size is kept apart.
-    pub fn parse(smaps: &str) -> Memory {
-        let mut m = Memory::default();
-        let (mut size, mut rss, mut pss) = (0u64, 0u64, 0u64);
-        let close = |m: &mut Memory, size: u64, rss: u64, pss: u64| {
-            m.rss += rss;
-            m.pss += pss;
-            if size > m.largest_size {
-                m.largest_size = size;
-                m.largest_rss = rss;
-                m.largest_pss = pss;
-            }
+    /// Sums smaps text and sets the guest RAM apart: the largest mapping, or, given the guest's
+    /// memory size, the run of contiguous mappings around it spanning exactly that size (our
+    /// VMM maps its kernel file copy-on-write into guest RAM, which splits that one mapping).
+    pub fn parse(smaps: &str, guest_ram: Option<u64>) -> Memory {
+        let maps = mappings(smaps);
+        let mut m = Memory {
+            rss: maps.iter().map(|x| x.rss).sum(),
+            pss: maps.iter().map(|x| x.pss).sum(),
+            ..Memory::default()
         };
-        let mut open = false;
-        for line in smaps.lines() {
-            let kib = |rest: &str| -> u64 {
-                rest.split_whitespace()
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0)
-                    * 1024
-            };
-            if let Some(r) = line.strip_prefix("Size:") {
-                size = kib(r);
-            } else if let Some(r) = line.strip_prefix("Rss:") {
-                rss = kib(r);
-            } else if let Some(r) = line.strip_prefix("Pss:") {
-                pss = kib(r);
-            } else if is_mapping_header(line) {
-                if open {
-                    close(&mut m, size, rss, pss);
-                }
-                open = true;
-                (size, rss, pss) = (0, 0, 0);
-            }
-        }
-        if open {
-            close(&mut m, size, rss, pss);
-        }
+        let Some(largest) = (0..maps.len()).max_by_key(|&i| maps[i].end - maps[i].start) else {
+            return m;
+        };
+        let (lo, hi) = guest_ram
+            .and_then(|size| contiguous_span(&maps, largest, size))
+            .unwrap_or((largest, largest));
+        let guest = &maps[lo..=hi];
+        m.guest_rss = guest.iter().map(|x| x.rss).sum();
+        m.guest_pss = guest.iter().map(|x| x.pss).sum();
+        m.guest_size = maps[hi].end - maps[lo].start;
         m
     }
+}
+
+/// The mappings of smaps text, in its (address) order.
+fn mappings(smaps: &str) -> Vec<Mapping> {
+    let kib = |rest: &str| -> u64 {
+        rest.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    let mut out: Vec<Mapping> = Vec::new();
+    for line in smaps.lines() {
+        if let Some(range) = mapping_range(line) {
+            out.push(Mapping {
+                start: range.0,
+                end: range.1,
+                rss: 0,
+                pss: 0,
+            });
+        } else if let Some(last) = out.last_mut() {
+            if let Some(r) = line.strip_prefix("Rss:") {
+                last.rss = kib(r);
+            } else if let Some(r) = line.strip_prefix("Pss:") {
+                last.pss = kib(r);
+            }
+        }
+    }
+    out
+}
+
+/// The indices `(lo, hi)` of contiguous mappings around `at` whose span is exactly `size`.
+fn contiguous_span(maps: &[Mapping], at: usize, size: u64) -> Option<(usize, usize)> {
+    let mut lo = at;
+    loop {
+        let mut hi = at;
+        loop {
+            match (maps[hi].end - maps[lo].start).cmp(&size) {
+                std::cmp::Ordering::Equal => return Some((lo, hi)),
+                std::cmp::Ordering::Greater => break,
+                std::cmp::Ordering::Less => {}
+            }
+            if hi + 1 >= maps.len() || maps[hi + 1].start != maps[hi].end {
+                break;
+            }
+            hi += 1;
+        }
+        if lo == 0 || maps[lo - 1].end != maps[lo].start {
+            return None;
+        }
+        lo -= 1;
+    }
+}
+
+/// `start-end` of an smaps mapping header line, parsed.
+fn mapping_range(line: &str) -> Option<(u64, u64)> {
+    if !is_mapping_header(line) {
+        return None;
+    }
+    let (a, b) = line.split_whitespace().next()?.split_once('-')?;
+    Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
 }
 
 fn is_mapping_header(line: &str) -> bool {
@@ -510,17 +561,49 @@ Pss:                  12 kB
 
     #[test]
     fn smaps_sums_and_largest_mapping() {
-        let m = Memory::parse(SMAPS);
+        let m = Memory::parse(SMAPS, None);
         assert_eq!(m.rss, (800 + 40960 + 12) * 1024);
         assert_eq!(m.pss, (400 + 40960 + 12) * 1024);
-        assert_eq!(m.largest_size, 131072 * 1024);
-        assert_eq!(m.largest_rss, 40960 * 1024);
+        assert_eq!(m.guest_size, 131072 * 1024);
+        assert_eq!(m.guest_rss, 40960 * 1024);
+        assert_eq!(Memory::parse(SMAPS, Some(131072 * 1024)), m);
+    }
+
+    /// Guest RAM split by a file mapped into its middle: the three pieces are the guest's, the
+    /// contiguous mapping after them (a thread stack, say) is not.
+    #[test]
+    fn guest_ram_split_by_a_file_mapping_is_summed() {
+        let smaps = "\
+7f0000000000-7f0001000000 rw-p 00000000 00:00 0
+Size:              16384 kB
+Rss:                 100 kB
+Pss:                 100 kB
+7f0001000000-7f0001c00000 rw-p 00200000 fe:01 77                         /cache/vmlinux
+Size:              12288 kB
+Rss:                5000 kB
+Pss:                2500 kB
+7f0001c00000-7f0008000000 rw-p 00000000 00:00 0
+Size:             102400 kB
+Rss:                 900 kB
+Pss:                 900 kB
+7f0008000000-7f0008100000 rw-p 00000000 00:00 0
+Size:               1024 kB
+Rss:                   8 kB
+Pss:                   8 kB
+";
+        let m = Memory::parse(smaps, Some(128 << 20));
+        assert_eq!(m.guest_size, 128 << 20);
+        assert_eq!(m.guest_rss, (100 + 5000 + 900) * 1024);
+        assert_eq!(m.guest_pss, (100 + 2500 + 900) * 1024);
+        assert_eq!(m.rss - m.guest_rss, 8 * 1024);
+        // Without the size, only the largest piece.
+        assert_eq!(Memory::parse(smaps, None).guest_rss, 900 * 1024);
     }
 
     #[test]
     fn this_process_has_memory() {
-        let m = Memory::of(std::process::id()).unwrap();
-        assert!(m.rss > 0 && m.pss > 0 && m.largest_size > 0);
+        let m = Memory::of(std::process::id(), None).unwrap();
+        assert!(m.rss > 0 && m.pss > 0 && m.guest_size > 0);
     }
 
     #[test]

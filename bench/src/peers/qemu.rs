@@ -107,7 +107,7 @@ impl Qemu {
         let mut held = Held::spawn(&mut self.command(30)?, "qemu-microvm memory", None)?;
         held.wait_ready(|l| l.contains(READY), READY_TIMEOUT)?;
         // Let the guest's init settle as the sandboxes' `ready` does.
-        let m = Memory::of(held.pid());
+        let m = Memory::of(held.pid(), Some(u64::from(MEMORY_MIB) << 20));
         let _ = held.terminate(Duration::from_secs(5));
         m
     }

@@ -15,8 +15,9 @@ use std::os::unix::fs::FileExt;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+use super::loader::{le_u16, le_u32, le_u64, PT_LOAD};
+
 const PAGE: u64 = 4096;
-const PT_LOAD: u32 = 1;
 const PT_NOTE: u32 = 4;
 /// `XEN_ELFNOTE_PHYS32_ENTRY`: the 32-bit PVH entry point, in a note named "Xen".
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
@@ -40,23 +41,13 @@ pub struct Mapped {
     pub end: u64,
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
 /// Reads the program headers of a 64-bit ELF; `None` when they cannot be read or make no sense.
 pub fn segments(file: &File) -> Option<Vec<Segment>> {
     let mut ehdr = [0u8; 64];
     file.read_exact_at(&mut ehdr, 0).ok()?;
-    let phoff = u64_at(&ehdr, 0x20)?;
-    let phentsize = u16_at(&ehdr, 0x36)?;
-    let phnum = u16_at(&ehdr, 0x38)?;
+    let phoff = le_u64(&ehdr, 0x20)?;
+    let phentsize = le_u16(&ehdr, 0x36)?;
+    let phnum = le_u16(&ehdr, 0x38)?;
     if phentsize < 56 || phnum == 0 || phnum > MAX_PHDRS {
         return None;
     }
@@ -66,11 +57,11 @@ pub fn segments(file: &File) -> Option<Vec<Segment>> {
         .map(|i| {
             let h = &table[i * usize::from(phentsize)..];
             Some(Segment {
-                kind: u32_at(h, 0)?,
-                offset: u64_at(h, 0x08)?,
-                paddr: u64_at(h, 0x18)?,
-                filesz: u64_at(h, 0x20)?,
-                memsz: u64_at(h, 0x28)?,
+                kind: le_u32(h, 0)?,
+                offset: le_u64(h, 0x08)?,
+                paddr: le_u64(h, 0x18)?,
+                filesz: le_u64(h, 0x20)?,
+                memsz: le_u64(h, 0x28)?,
             })
         })
         .collect()
@@ -86,14 +77,14 @@ pub fn pvh_entry(file: &File, segments: &[Segment]) -> Option<u64> {
         file.read_exact_at(&mut notes, s.offset).ok()?;
         let mut at = 0usize;
         while at + 12 <= notes.len() {
-            let namesz = u32_at(&notes, at)? as usize;
-            let descsz = u32_at(&notes, at + 4)? as usize;
-            let kind = u32_at(&notes, at + 8)?;
+            let namesz = le_u32(&notes, at)? as usize;
+            let descsz = le_u32(&notes, at + 4)? as usize;
+            let kind = le_u32(&notes, at + 8)?;
             let name_at = at + 12;
             let desc_at = name_at + namesz.div_ceil(4) * 4;
             let name = notes.get(name_at..name_at + namesz)?;
             if name == b"Xen\0" && kind == XEN_ELFNOTE_PHYS32_ENTRY {
-                return u32_at(&notes, desc_at).map(u64::from);
+                return le_u32(&notes, desc_at).map(u64::from);
             }
             at = desc_at + descsz.div_ceil(4) * 4;
         }

@@ -28,7 +28,7 @@ pub const MIN_MEMORY_MIB: u64 = 32;
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 const ELF_CLASS_64: u8 = 2;
 const EM_X86_64: u16 = 62;
-const PT_LOAD: u32 = 1;
+pub(super) const PT_LOAD: u32 = 1;
 const BZIMAGE_MAGIC: u32 = 0x5372_6448; // "HdrS"
 const XLF_KERNEL_64: u16 = 1;
 const KERNEL_LOADER_OTHER: u8 = 0xff;
@@ -78,15 +78,15 @@ fn read_at(bytes: &[u8], offset: usize, len: usize) -> Option<&[u8]> {
     bytes.get(offset..offset.checked_add(len)?)
 }
 
-fn le_u16(bytes: &[u8], offset: usize) -> Option<u16> {
+pub(super) fn le_u16(bytes: &[u8], offset: usize) -> Option<u16> {
     read_at(bytes, offset, 2).map(|b| u16::from_le_bytes([b[0], b[1]]))
 }
 
-fn le_u32(bytes: &[u8], offset: usize) -> Option<u32> {
+pub(super) fn le_u32(bytes: &[u8], offset: usize) -> Option<u32> {
     read_at(bytes, offset, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-fn le_u64(bytes: &[u8], offset: usize) -> Option<u64> {
+pub(super) fn le_u64(bytes: &[u8], offset: usize) -> Option<u64> {
     read_at(bytes, offset, 8).map(|b| {
         let mut a = [0u8; 8];
         a.copy_from_slice(b);

@@ -3,6 +3,7 @@
 
 use crate::config::Mode;
 use crate::error::BenchError;
+use sandbox_protocol::smaps::{self, Mapping};
 use sandbox_spec::Outcome;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
@@ -417,15 +418,6 @@ pub struct Memory {
     pub guest_size: u64,
 }
 
-/// One mapping of smaps: its address range and what of it is resident.
-#[derive(Debug, Clone, Copy)]
-struct Mapping {
-    start: u64,
-    end: u64,
-    rss: u64,
-    pss: u64,
-}
-
 impl Memory {
     /// Reads `/proc/PID/smaps`; `guest_ram` as in [`Memory::parse`].
     pub fn of(pid: u32, guest_ram: Option<u64>) -> Result<Memory, BenchError> {
@@ -438,7 +430,7 @@ impl Memory {
     /// memory size, the run of contiguous mappings around it spanning exactly that size (our
     /// VMM maps its kernel file copy-on-write into guest RAM, which splits that one mapping).
     pub fn parse(smaps: &str, guest_ram: Option<u64>) -> Memory {
-        let maps = mappings(smaps);
+        let maps = smaps::parse(smaps);
         let mut m = Memory {
             rss: maps.iter().map(|x| x.rss).sum(),
             pss: maps.iter().map(|x| x.pss).sum(),
@@ -456,35 +448,6 @@ impl Memory {
         m.guest_size = maps[hi].end - maps[lo].start;
         m
     }
-}
-
-/// The mappings of smaps text, in its (address) order.
-fn mappings(smaps: &str) -> Vec<Mapping> {
-    let kib = |rest: &str| -> u64 {
-        rest.split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    let mut out: Vec<Mapping> = Vec::new();
-    for line in smaps.lines() {
-        if let Some(range) = mapping_range(line) {
-            out.push(Mapping {
-                start: range.0,
-                end: range.1,
-                rss: 0,
-                pss: 0,
-            });
-        } else if let Some(last) = out.last_mut() {
-            if let Some(r) = line.strip_prefix("Rss:") {
-                last.rss = kib(r);
-            } else if let Some(r) = line.strip_prefix("Pss:") {
-                last.pss = kib(r);
-            }
-        }
-    }
-    out
 }
 
 /// The indices `(lo, hi)` of contiguous mappings around `at` whose span is exactly `size`.
@@ -508,26 +471,6 @@ fn contiguous_span(maps: &[Mapping], at: usize, size: u64) -> Option<(usize, usi
         }
         lo -= 1;
     }
-}
-
-/// `start-end` of an smaps mapping header line, parsed.
-fn mapping_range(line: &str) -> Option<(u64, u64)> {
-    if !is_mapping_header(line) {
-        return None;
-    }
-    let (a, b) = line.split_whitespace().next()?.split_once('-')?;
-    Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
-}
-
-fn is_mapping_header(line: &str) -> bool {
-    line.split_whitespace()
-        .next()
-        .and_then(|r| r.split_once('-'))
-        .is_some_and(|(a, b)| {
-            !a.is_empty()
-                && a.bytes().all(|c| c.is_ascii_hexdigit())
-                && b.bytes().all(|c| c.is_ascii_hexdigit())
-        })
 }
 
 /// Bytes to MiB.

@@ -19,12 +19,13 @@ use crate::caps;
 use crate::rootfs::{self, BindVolume, OLD_ROOT};
 use crate::seccomp::Filters;
 use crate::sys::{ctx, Step, StepError};
-use crate::{devices, mounts, timings, trace};
+use crate::{devices, mounts};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sched::CloneFlags;
-use sandbox_guest::init::net as guest_net;
-use sandbox_guest::protocol::NetPlan;
+use sandbox_protocol::ifconfig as guest_net;
+use sandbox_protocol::trace;
+use sandbox_protocol::NetPlan;
 use std::ffi::CString;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, RawFd};
@@ -115,7 +116,7 @@ fn report(cfg: &ChildConfig, tag: &str, text: &str) {
 }
 
 fn mark(cfg: &ChildConfig, tag: &str) {
-    report(cfg, tag, &timings::now_ns().to_string());
+    report(cfg, tag, &trace::now_ns().to_string());
 }
 
 /// Reads the go line; `None` when the launcher closed the pipe without sending it.
@@ -262,7 +263,7 @@ fn setup_and_exec(cfg: &ChildConfig) -> Step {
         )
     });
     let mut env = cfg.init_env.clone();
-    let plan_env = format!("{}=fd:{plan_fd}", sandbox_guest::protocol::PLAN_ENV);
+    let plan_env = format!("{}=fd:{plan_fd}", sandbox_protocol::PLAN_ENV);
     env.push(CString::new(plan_env).map_err(|_| StepError {
         what: "building the environment".into(),
         errno: Errno::EINVAL,
@@ -315,7 +316,7 @@ fn mark_fds_cloexec() -> Step {
     }
 }
 
-/// The interface set-up is the guest program's own (`sandbox_guest::init::net`), run here while
+/// The interface set-up is the guest program's own (`sandbox_protocol::ifconfig`), run here while
 /// the first process still holds CAP_NET_ADMIN; its errors become a step error with their errno.
 fn net_step_error(err: guest_net::NetError) -> StepError {
     use guest_net::NetError;

@@ -66,7 +66,7 @@ pub fn setup(host_dev: &Path, rootless: bool) -> Step {
                 ),
                 || format!("setting the mode of {path}"),
             )?;
-            crate::trace::note("mknod", || format!("{path} c {major}:{minor} mode 0666"));
+            sandbox_protocol::trace::note("mknod", || format!("{path} c {major}:{minor} mode 0666"));
         }
     }
     mkdir_all("/dev/pts")?;

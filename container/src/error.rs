@@ -67,7 +67,7 @@ impl ContainerError {
     /// would; 125 for everything else, like `docker run`).
     pub fn exit_status(&self) -> i32 {
         match self {
-            ContainerError::CommandNotFound { .. } => sandbox_guest::protocol::EXIT_NOT_FOUND,
+            ContainerError::CommandNotFound { .. } => sandbox_protocol::EXIT_NOT_FOUND,
             _ => 125,
         }
     }

@@ -110,7 +110,7 @@ pub fn check(
             image: image.name.clone(),
         });
     }
-    let guest = sandbox_guest::protocol::GUEST_PATH_IN_IMAGE;
+    let guest = sandbox_protocol::GUEST_PATH_IN_IMAGE;
     if !image.contains(guest) {
         return Err(ContainerError::NoGuestProgram {
             image: image.name.clone(),

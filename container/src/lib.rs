@@ -33,15 +33,14 @@ pub mod rundir;
 pub mod seccomp;
 mod sys;
 pub mod timings;
-pub mod trace;
 
 pub use error::ContainerError;
 pub use image::{Image, DEFAULT_PATH};
-pub use timings::now_ns;
+pub use sandbox_protocol::trace::{self, now_ns};
 
 use child::ChildConfig;
 use rootfs::BindVolume;
-use sandbox_guest::protocol::{self, Mode, Plan, ReadyChannel, VolumePlan};
+use sandbox_protocol::{self, Mode, Plan, ReadyChannel, VolumePlan};
 use sandbox_spec::{format_size, phase, NetMode, Outcome, ResourceFigures, SandboxSpec};
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -172,7 +171,7 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
         } else {
             None
         },
-        init_path: cstring(protocol::GUEST_PATH_IN_IMAGE)?,
+        init_path: cstring(sandbox_protocol::GUEST_PATH_IN_IMAGE)?,
         init_argv: vec![cstring("sandbox-guest")?, cstring("init")?],
         init_env: vec![cstring(&format!("PATH={}", image.path_var()))?],
         go_fd: go_read.as_raw_fd(),
@@ -296,7 +295,7 @@ pub fn run_from(spec: &SandboxSpec, image: &Image, started_ns: u64) -> Result<Ou
     trace::note("started", || {
         format!(
             "guest program started: pid {pid} runs {}; the launcher waits",
-            protocol::GUEST_PATH_IN_IMAGE
+            sandbox_protocol::GUEST_PATH_IN_IMAGE
         )
     });
 

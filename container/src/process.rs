@@ -217,7 +217,7 @@ pub fn watch_ready(ready: OwnedFd) -> std::thread::JoinHandle<Option<u64>> {
         for line in reader.lines() {
             let Ok(line) = line else { break };
             if line.trim() == "ready" && at.is_none() {
-                at = Some(crate::timings::now_ns());
+                at = Some(sandbox_protocol::trace::now_ns());
             }
         }
         at

@@ -12,8 +12,8 @@
 //! merely hidden but gone from the namespace.
 
 use crate::sys::{bind, ctx, detach, mkdir_all, mount_fs, propagation, remount_read_only, Step};
-use crate::trace;
 use nix::mount::MsFlags;
+use sandbox_protocol::trace;
 use std::path::{Path, PathBuf};
 
 /// Where the old root sits between `pivot_root` and its detachment.

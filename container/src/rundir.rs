@@ -14,7 +14,7 @@ const OWNER_FILE: &str = "owner.pid";
 
 /// The directory holding every run directory.
 pub fn run_root() -> PathBuf {
-    sandbox_guest::paths::sandbox_home().join("run")
+    sandbox_protocol::paths::sandbox_home().join("run")
 }
 
 /// A container's run directory; removed (with anything mounted under it) when dropped.
@@ -135,7 +135,7 @@ fn open_up(path: &Path) {
 
 /// Mount points at or under `path` in this process's mount table, deepest first.
 pub fn mounts_under(path: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = sandbox_guest::workloads::info::mountinfo()
+    let mut found: Vec<PathBuf> = sandbox_protocol::mountinfo::current()
         .unwrap_or_default()
         .into_iter()
         .map(|m| PathBuf::from(m.target))

@@ -1,10 +1,10 @@
 //! Small wrappers over the mount-related kernel calls the container's first process makes, so
 //! every failure carries what was being done (the child reports it through its status pipe).
 
-use crate::trace;
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
+use sandbox_protocol::trace;
 use std::path::Path;
 
 /// A failed step in the child: what it was doing and the errno.

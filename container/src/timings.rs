@@ -6,17 +6,7 @@
 
 use sandbox_spec::Timing;
 
-/// Nanoseconds on the machine-wide monotonic clock.
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec, which `ts` is. CLOCK_MONOTONIC cannot fail on
-    // Linux; were it to, the zero reading would only make a timing look odd.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
+use sandbox_protocol::trace::now_ns;
 
 /// The phases reached so far, relative to the launcher's start.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //! with container-mode plans, and checks what a workload sees and the status init ends with.
 //! The private mount namespace keeps init's mounts (/tmp, /run) off the host.
 
-use sandbox_guest::protocol::{Mode, Plan, ReadyChannel};
+use sandbox_protocol::{Mode, Plan, ReadyChannel};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output, Stdio};

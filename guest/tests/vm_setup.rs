@@ -3,9 +3,10 @@
 //! device (a loop device here, virtio-blk in a VM) mounted read-only, and eth0 configured by
 //! ioctl with an address and a default route. The port writes of VM mode are not exercised.
 
-use sandbox_guest::init::{mounts, net};
-use sandbox_guest::protocol::{NetPlan, VolumePlan};
-use sandbox_guest::workloads::info::mountinfo;
+use sandbox_guest::init::mounts;
+use sandbox_protocol::ifconfig as net;
+use sandbox_protocol::mountinfo::current as mountinfo;
+use sandbox_protocol::{NetPlan, VolumePlan};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -25,7 +25,7 @@ pub fn guest_kernel() -> GuestKernel {
     let Some(k) = sandbox_kernel::cached() else {
         return GuestKernel::default();
     };
-    ship(&k, &sandbox_guest::paths::sandbox_cache(), || {
+    ship(&k, &sandbox_protocol::paths::sandbox_cache(), || {
         KernelOptions::default().key_inputs().ok()
     })
 }

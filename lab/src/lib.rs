@@ -104,7 +104,7 @@ impl Default for LabOptions {
             timeout: None,
             progress: true,
             sandbox_bin: None,
-            cache_dir: sandbox_guest::paths::sandbox_cache().join("lab"),
+            cache_dir: sandbox_protocol::paths::sandbox_cache().join("lab"),
             include: Vec::new(),
             tools: Vec::new(),
             env: Vec::new(),
@@ -161,7 +161,7 @@ pub fn prepare(opts: &LabOptions) -> Result<Prepared, LabError> {
     let progress = Progress::new(opts.progress);
     let kernel = l1kernel::ensure(&opts.cache_dir, &progress)?;
     let sandbox = sandbox_binary(opts)?;
-    let guest = sandbox_guest::paths::guest_binary().map_err(LabError::BinaryNotFound)?;
+    let guest = sandbox_protocol::paths::guest_binary().map_err(LabError::BinaryNotFound)?;
     let mut extras = payload::Extras {
         include: opts.include.clone(),
         ..Default::default()

@@ -48,7 +48,7 @@ impl Include {
 /// place under L1's `$SANDBOX_HOME`, so that `run --image NAME` finds imported images; their
 /// layers are unpacked in L1 on first use.
 pub fn image_store() -> Result<Vec<Include>, LabError> {
-    let images = sandbox_guest::paths::sandbox_home().join("images");
+    let images = sandbox_protocol::paths::sandbox_home().join("images");
     let mut out = Vec::new();
     if images.is_dir() {
         walk(

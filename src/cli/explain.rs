@@ -8,7 +8,7 @@
 //! that fails shows its error instead.
 
 use anyhow::Context;
-use sandbox_container::trace::{self, TraceLine};
+use sandbox_protocol::trace::{self, TraceLine};
 use sandbox_spec::DEFAULT_IMAGE;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use sandbox_guest::protocol::{exit_device, Mode, NetPlan, Plan, ReadyChannel};
+use sandbox_protocol::{exit_device, Mode, NetPlan, Plan, ReadyChannel};
 use sandbox_vmm::{probe, run, DiskConfig, NetConfig, VmConfig};
 
 fn usage() -> ! {

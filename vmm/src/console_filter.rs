@@ -53,7 +53,7 @@ impl<W: Write> ConsoleFilter<W> {
             return Ok(());
         }
         if self.trace_kernel && is_kernel_line(body) {
-            sandbox_container::trace::note("guest.console", || String::from_utf8_lossy(body).into_owned());
+            sandbox_protocol::trace::note("guest.console", || String::from_utf8_lossy(body).into_owned());
             return Ok(());
         }
         self.inner.write_all(line)

@@ -33,7 +33,7 @@ pub use boot::cmdline::disk_device_name;
 pub use boot::loader::{KernelFormat, KernelInfo};
 pub use error::VmmError;
 pub use sandbox::{run_sandbox, SandboxVmError, VmOptions, VmRun};
-use sandbox_guest::protocol::Plan;
+use sandbox_protocol::Plan;
 
 /// The exit status for a VM that ended without its workload's status: a kernel panic, a triple
 /// fault, a reboot or power-off the guest program did not announce, or a vCPU KVM could not run.
@@ -435,7 +435,7 @@ mod tests {
         c.disks.push(c.root.clone());
         assert_eq!(c.extra_disk_device(0), "/dev/vdb");
         assert_eq!(c.plan_device(), None);
-        c.plan = Some(Plan::new(sandbox_guest::protocol::Mode::Vm, vec!["true".into()]));
+        c.plan = Some(Plan::new(sandbox_protocol::Mode::Vm, vec!["true".into()]));
         assert_eq!(c.plan_device().as_deref(), Some("/dev/vdb"));
         assert_eq!(c.extra_disk_device(0), "/dev/vdc");
     }

@@ -12,7 +12,7 @@ use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use sandbox_guest::protocol::{encode_plan_block, exit_device, Mode, Plan, ReadyChannel};
+use sandbox_protocol::{encode_plan_block, exit_device, Mode, Plan, ReadyChannel};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -37,7 +37,7 @@ use crate::tap::Tap;
 use crate::vcpu::{self, VcpuRunner};
 use crate::vm;
 use crate::{Ending, SerialSink, Timings, VmConfig, VmOutcome};
-use sandbox_container::trace;
+use sandbox_protocol::trace;
 use std::os::fd::AsRawFd;
 
 /// How long teardown keeps kicking a vCPU thread out of KVM_RUN before leaving it behind.
@@ -553,7 +553,7 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sandbox_guest::protocol::{decode_plan_block, Mode};
+    use sandbox_protocol::{decode_plan_block, Mode};
     use std::io::Read;
 
     #[test]

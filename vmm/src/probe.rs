@@ -3,7 +3,7 @@
 //! the same ending path as the real guest program, without a Linux kernel. Checks the whole VMM
 //! (VM, vCPU set-up, port bus, devices, endings) on any KVM host, in seconds.
 
-use sandbox_guest::protocol::exit_device::{self, Event};
+use sandbox_protocol::exit_device::{self, Event};
 
 /// Where the probe's code is loaded and entered (the usual Linux load address).
 pub const PROBE_ENTRY: u64 = 0x100_0000;

@@ -4,27 +4,11 @@
 /// Sums `Rss:` over the mappings in `smaps` that do not start inside any `excluded` host range
 /// (`[start, end)`), in bytes.
 pub fn rss_excluding(smaps: &str, excluded: &[(u64, u64)]) -> u64 {
-    let mut total_kib = 0u64;
-    let mut skip = false;
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((start, _end)) = first.split_once('-') {
-            if let Ok(start) = u64::from_str_radix(start, 16) {
-                skip = excluded.iter().any(|&(s, e)| start >= s && start < e);
-                continue;
-            }
-        }
-        if let Some(rest) = line.strip_prefix("Rss:") {
-            if !skip {
-                total_kib += rest
-                    .split_whitespace()
-                    .next()
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    total_kib * 1024
+    sandbox_protocol::smaps::parse(smaps)
+        .iter()
+        .filter(|m| !excluded.iter().any(|&(s, e)| m.start >= s && m.start < e))
+        .map(|m| m.rss)
+        .sum()
 }
 
 /// The calling process's RSS outside `excluded`, or 0 if /proc/self/smaps cannot be read.

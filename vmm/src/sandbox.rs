@@ -24,15 +24,15 @@ use std::time::Instant;
 use sandbox_container::rundir::RunDir;
 use sandbox_container::ContainerError;
 use sandbox_disk::{DiskError, VmDisk};
-use sandbox_guest::protocol::{exit_device, Mode, Plan, ReadyChannel, VolumePlan};
 use sandbox_image::{ImageError, ResolvedImage};
+use sandbox_protocol::{exit_device, Mode, Plan, ReadyChannel, VolumePlan};
 use sandbox_spec::{phase, NetMode, Outcome, ResourceFigures, SandboxSpec, Timing};
 
 use crate::console_filter::ConsoleFilter;
 use crate::stop_signals::StopSignals;
 use crate::tap::Tap;
 use crate::{boot, check_host, kvm_kind, validate, DiskConfig, HostLimits, NetConfig, SerialSink, VmConfig};
-use sandbox_container::trace;
+use sandbox_protocol::trace;
 
 /// The guest memory when `--memory` is not given.
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
@@ -597,7 +597,7 @@ fn with_pvm_hint(message: String, ending: &crate::Ending, allow_pvm: bool) -> St
 
 /// Where `--keep-disk` puts per-VM root disks: `$SANDBOX_HOME/disks`.
 pub fn kept_disk_dir() -> PathBuf {
-    sandbox_guest::paths::sandbox_home().join("disks")
+    sandbox_protocol::paths::sandbox_home().join("disks")
 }
 
 /// Moves the per-VM disk out of the run directory (which is about to go) and keeps it.

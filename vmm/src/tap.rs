@@ -2,7 +2,7 @@
 //! on a private /30 and the link up. The tap is not persistent, so the kernel removes it when the
 //! VMM closes its fd, on every ending.
 
-use sandbox_guest::init::net::{netmask, sockaddr};
+use sandbox_protocol::ifconfig::{netmask, sockaddr};
 use std::fs::{File, OpenOptions};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -13,8 +13,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use sandbox_guest::paths::sandbox_cache;
-use sandbox_guest::protocol::{exit_device, Mode, Plan, ReadyChannel};
+use sandbox_protocol::paths::sandbox_cache;
+use sandbox_protocol::{exit_device, Mode, Plan, ReadyChannel};
 use sandbox_vmm::{run, DiskConfig, Ending, SerialSink, VmConfig, VmOutcome};
 
 #[derive(Clone, Default)]
@@ -61,7 +61,7 @@ fn build_test_root(dest: &Path) {
         .map(Path::new)
         .find(|p| p.is_file())
         .expect("busybox is not installed: run `apt-get install busybox-static`");
-    let guest = sandbox_guest::paths::guest_binary().expect("the static sandbox-guest binary");
+    let guest = sandbox_protocol::paths::guest_binary().expect("the static sandbox-guest binary");
     let tree = tempfile::tempdir().unwrap();
     let root = tree.path();
     for dir in [

@@ -34,5 +34,5 @@ pub fn sandbox_binary() -> PathBuf {
 /// The static guest program.
 #[allow(dead_code)]
 pub fn guest_binary() -> PathBuf {
-    built("sandbox-guest", sandbox_guest::paths::GUEST_BIN_ENV)
+    built("sandbox-guest", sandbox_protocol::paths::GUEST_BIN_ENV)
 }

@@ -30,7 +30,7 @@ pub fn run(bench: &mut Bench, scenario: Scenario) {
 
 /// Runs the guest program on the host.
 pub fn run_native(args: &[&str], what: &str) -> Result<Finished, BenchError> {
-    let bin = sandbox_guest::paths::guest_binary().map_err(|e| BenchError::run(what, e))?;
+    let bin = sandbox_protocol::paths::guest_binary().map_err(|e| BenchError::run(what, e))?;
     run_to_end(Command::new(bin).args(args), what)?.check(what)
 }
 

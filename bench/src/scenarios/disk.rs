@@ -58,7 +58,7 @@ pub fn run(bench: &mut Bench) {
 /// A directory for the volume and native runs, on the disk that holds the sandbox cache (not
 /// /tmp, which may be RAM).
 fn scratch_dir() -> Result<tempfile::TempDir, BenchError> {
-    let base = sandbox_guest::paths::sandbox_cache();
+    let base = sandbox_protocol::paths::sandbox_cache();
     std::fs::create_dir_all(&base).map_err(|e| BenchError::io("cannot create", &base, e))?;
     tempfile::Builder::new()
         .prefix("bench-disk-")

@@ -49,7 +49,7 @@ pub fn run(bench: &mut Bench) {
 /// Starts `sandbox-guest net serve` on the host on a free port.
 fn start_server() -> Result<(Held, u16), BenchError> {
     let what = "the host's net server";
-    let bin = sandbox_guest::paths::guest_binary().map_err(|e| BenchError::run(what, e))?;
+    let bin = sandbox_protocol::paths::guest_binary().map_err(|e| BenchError::run(what, e))?;
     let mut cmd = Command::new(bin);
     cmd.args(["net", "serve", "--port", "0", "--bind", "0.0.0.0"]);
     let mut held = Held::spawn(&mut cmd, what, None)?;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Writes `value` to a control file in one `write(2)`, as the kernel expects.
 pub(super) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
-    let began = crate::trace::start();
+    let began = sandbox_protocol::trace::start();
     fs::OpenOptions::new()
         .write(true)
         // Ignored by cgroupfs, as by `echo > file`; keeps the value whole on a plain file.
@@ -19,7 +19,7 @@ pub(super) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
             path: path.to_path_buf(),
             source,
         })?;
-    crate::trace::step("cgroup.write", began, || format!("{} = {value}", path.display()));
+    sandbox_protocol::trace::step("cgroup.write", began, || format!("{} = {value}", path.display()));
     Ok(())
 }
 

@@ -43,21 +43,13 @@ impl Mounts {
     /// hierarchy mounted twice is kept once (its first mount point).
     pub fn parse(mountinfo: &str) -> Mounts {
         let mut mounts = Mounts::default();
-        for line in mountinfo.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let Some(sep) = fields.iter().position(|f| *f == "-") else {
-                continue;
-            };
-            let (Some(mount_point), Some(fstype), Some(super_opts)) =
-                (fields.get(4), fields.get(sep + 1), fields.get(sep + 3))
-            else {
-                continue;
-            };
-            let path = PathBuf::from(unescape(mount_point));
-            match *fstype {
+        for entry in sandbox_protocol::mountinfo::parse(mountinfo) {
+            let path = PathBuf::from(entry.target);
+            match entry.fstype.as_str() {
                 "cgroup2" if mounts.v2.is_none() => mounts.v2 = Some(path),
                 "cgroup" => {
-                    let controllers: Vec<String> = super_opts
+                    let controllers: Vec<String> = entry
+                        .super_options
                         .split(',')
                         .filter(|o| is_controller_option(o))
                         .map(str::to_string)
@@ -114,31 +106,6 @@ fn is_controller_option(opt: &str) -> bool {
         "favordynmods",
     ];
     !opt.is_empty() && !FLAGS.contains(&opt) && !opt.starts_with("release_agent=")
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|_| bytes[i] == b'\\')
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| u8::from_str_radix(d, 8).ok());
-        match octal {
-            Some(v) => {
-                out.push(v);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

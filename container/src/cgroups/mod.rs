@@ -283,11 +283,11 @@ impl Cgroup {
             parts: Vec::new(),
         };
         for part in planned {
-            let began = crate::trace::start();
+            let began = sandbox_protocol::trace::start();
             let Some(part) = create_part(part, id, limits)? else {
                 continue;
             };
-            crate::trace::step("cgroup.create", began, || {
+            sandbox_protocol::trace::step("cgroup.create", began, || {
                 let names: Vec<&str> = part.controllers.iter().map(|c| c.name()).collect();
                 format!(
                     "{} ({} for {})",

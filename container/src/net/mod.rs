@@ -16,7 +16,7 @@ mod subnet;
 use netlink::{Body, Socket};
 use nix::errno::Errno;
 use nix::unistd::Pid;
-use sandbox_guest::protocol::NetPlan;
+use sandbox_protocol::NetPlan;
 use std::net::Ipv4Addr;
 use subnet::Network;
 

@@ -24,7 +24,7 @@ pub const VOLUME_LABEL: &str = "sandbox-vol";
 
 /// Where base disks are cached: `sandbox_cache()/disks`.
 pub fn disk_cache() -> PathBuf {
-    sandbox_guest::paths::sandbox_cache().join("disks")
+    sandbox_protocol::paths::sandbox_cache().join("disks")
 }
 
 /// Builds (or finds) the base disk for `rootfs_dir` under `key` in [`disk_cache`].

@@ -22,7 +22,7 @@ pub(crate) fn guest_layer(layout: &Layout, binary: &Path) -> Result<PathBuf, Ima
         ImageError::GuestBinary(format!(
             "{}: {e}: build it with `cargo build` or set {}",
             binary.display(),
-            sandbox_guest::paths::GUEST_BIN_ENV
+            sandbox_protocol::paths::GUEST_BIN_ENV
         ))
     })?;
     if !meta.is_file() {
@@ -50,7 +50,7 @@ pub(crate) fn guest_layer(layout: &Layout, binary: &Path) -> Result<PathBuf, Ima
 
     let mut tree = SynthTree::default();
     tree.add(
-        sandbox_guest::protocol::GUEST_PATH_IN_IMAGE,
+        sandbox_protocol::GUEST_PATH_IN_IMAGE,
         0o755,
         SynthKind::FileFrom(binary.to_path_buf()),
     );

@@ -18,7 +18,7 @@ use crate::{
 /// Where the guest program put on top of every image comes from.
 #[derive(Debug, Clone)]
 enum GuestSource {
-    /// `sandbox_guest::paths::guest_binary()`, looked up when an image is resolved.
+    /// `sandbox_protocol::paths::guest_binary()`, looked up when an image is resolved.
     Installed,
     /// A given file (tests, tools that carry their own guest program).
     File(PathBuf),
@@ -41,7 +41,7 @@ struct Loaded {
 
 impl Store {
     /// Opens the store under `home`, creating its layout if missing. Resolved images get the
-    /// guest program found by `sandbox_guest::paths::guest_binary()`.
+    /// guest program found by `sandbox_protocol::paths::guest_binary()`.
     pub fn open(home: &Path) -> Result<Store, ImageError> {
         Ok(Store {
             layout: Layout::open(home)?,
@@ -49,9 +49,9 @@ impl Store {
         })
     }
 
-    /// Opens the store under `$SANDBOX_HOME` (`sandbox_guest::paths::sandbox_home()`).
+    /// Opens the store under `$SANDBOX_HOME` (`sandbox_protocol::paths::sandbox_home()`).
     pub fn open_default() -> Result<Store, ImageError> {
-        Store::open(&sandbox_guest::paths::sandbox_home())
+        Store::open(&sandbox_protocol::paths::sandbox_home())
     }
 
     /// Opens the store under `home`; resolved images get `guest_binary` as their guest program.
@@ -157,7 +157,7 @@ impl Store {
         let guest_binary = match &self.guest {
             GuestSource::File(p) => p.clone(),
             GuestSource::Installed => {
-                sandbox_guest::paths::guest_binary().map_err(ImageError::GuestBinary)?
+                sandbox_protocol::paths::guest_binary().map_err(ImageError::GuestBinary)?
             }
         };
         // Shared: no garbage collection while layers are found or unpacked.

@@ -106,7 +106,7 @@ impl Default for KernelOptions {
     fn default() -> Self {
         KernelOptions {
             source: PathBuf::from(DEFAULT_SOURCE),
-            cache_dir: sandbox_guest::paths::sandbox_cache().join("kernel"),
+            cache_dir: sandbox_protocol::paths::sandbox_cache().join("kernel"),
             extra_fragment: Vec::new(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: true,

@@ -2,10 +2,10 @@
 //! (ready fd kept open, user and working directory applied, then exec).
 
 use super::reaper;
-use crate::protocol::{Plan, ReadyChannel, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, READY_ENV};
 use nix::errno::Errno;
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
+use sandbox_protocol::{Plan, ReadyChannel, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, READY_ENV};
 use std::ffi::CString;
 use std::path::Path;
 
@@ -208,7 +208,7 @@ fn child_main(p: &Prepared) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Mode;
+    use sandbox_protocol::Mode;
 
     #[test]
     fn plan_env_overrides_defaults_and_ready_is_added() {

@@ -1,4 +1,4 @@
-//! `sandbox-guest init`: PID 1 of every sandbox. It reads its [`Plan`](crate::protocol::Plan),
+//! `sandbox-guest init`: PID 1 of every sandbox. It reads its [`Plan`](sandbox_protocol::Plan),
 //! prepares what the mode needs (a VM: API filesystems, volumes, network; a container: only
 //! what the launcher left out), runs the workload as its child while forwarding signals and
 //! reaping orphans, and ends with the workload's status — a container by exiting, a VM through
@@ -9,12 +9,12 @@
 
 pub mod exec;
 pub mod mounts;
-pub mod net;
+
 pub mod plan;
 pub mod power;
 pub mod reaper;
 
-use crate::protocol::{exit_device::Event, Mode, Plan, PLAN_ENV};
+use sandbox_protocol::{exit_device::Event, ifconfig, Mode, Plan, PLAN_ENV};
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 
@@ -28,7 +28,7 @@ pub enum InitError {
     #[error(transparent)]
     Mount(#[from] mounts::MountError),
     #[error("network: {0}")]
-    Net(#[from] net::NetError),
+    Net(#[from] ifconfig::NetError),
     #[error("cannot set the hostname to {name:?}: {errno}")]
     Hostname { name: String, errno: nix::errno::Errno },
     #[error("cannot block signals: {0}")]
@@ -102,11 +102,11 @@ fn run(ending: &Cell<Ending>) -> Result<i32, InitError> {
     } else {
         mounts::setup_container();
     }
-    if let Err(e) = net::bring_up_loopback() {
+    if let Err(e) = ifconfig::bring_up_loopback() {
         eprintln!("sandbox-guest init: warning: loopback: {e}");
     }
     if let Some(net_plan) = &plan.net {
-        net::configure(net_plan, vm)?;
+        ifconfig::configure(net_plan, vm)?;
     }
     // A container launcher sets the hostname before it drops CAP_SYS_ADMIN; only change it here
     // when it differs, so that case needs no capability.

@@ -1,10 +1,10 @@
 //! The filesystems init mounts: the API filesystems a VM's kernel leaves to user space, the
 //! volumes (block devices in a VM), and the few a container launcher may have left out.
 
-use crate::protocol::VolumePlan;
-use crate::workloads::info::mountinfo;
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
+use sandbox_protocol::mountinfo;
+use sandbox_protocol::VolumePlan;
 use std::io;
 use std::path::Path;
 
@@ -92,7 +92,7 @@ pub fn is_mounted(target: &str) -> bool {
     if target == "/proc" {
         return Path::new("/proc/self/mountinfo").exists();
     }
-    mountinfo().is_some_and(|mounts| mounts.iter().any(|m| m.target == target))
+    mountinfo::current().is_some_and(|mounts| mounts.iter().any(|m| m.target == target))
 }
 
 /// Creates `target` (and its parents) when missing.

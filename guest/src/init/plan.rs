@@ -1,7 +1,7 @@
 //! Where init finds its [`Plan`]: `SANDBOX_PLAN` (a file or an inherited `fd:N`) in a
 //! container, or the block device named by `sandbox.plan=` on the kernel command line in a VM.
 
-use crate::protocol::{
+use sandbox_protocol::{
     decode_plan_block, Plan, PLAN_BLOCK_ALIGN, PLAN_BLOCK_MAGIC, PLAN_CMDLINE_KEY, PLAN_ENV,
 };
 use std::fs::File;
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn plan_device_is_read_like_a_block_device() {
-        use crate::protocol::{encode_plan_block, Mode};
+        use sandbox_protocol::{encode_plan_block, Mode};
         let dir = tempfile::tempdir().unwrap();
         let plan = Plan::new(Mode::Vm, vec!["sh".into(), "-c".into(), "echo 'x  y'".into()]);
         let dev = dir.path().join("vdb");

@@ -1,7 +1,7 @@
 //! The VM's way out and its signals to the VMM: 32-bit writes to the boot/exit device's I/O
 //! port, `sync`, and the reboot that ends the VM (`reboot=k`: the VMM ends on the i8042 reset).
 
-use crate::protocol::exit_device::{Event, PORT};
+use sandbox_protocol::exit_device::{Event, PORT};
 use std::io;
 
 /// Why a write to the boot/exit device did not happen.

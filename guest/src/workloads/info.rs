@@ -3,13 +3,14 @@
 //! that is missing is reported as null; `info` itself does not fail.
 
 use super::WorkloadError;
+use sandbox_protocol::mountinfo::{self, MountEntry};
 use serde_json::{json, Map, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Runs `info`.
 pub fn run() -> Result<Value, WorkloadError> {
-    let mounts = mountinfo();
+    let mounts = mountinfo::current();
     let uts = nix::sys::utsname::uname().ok();
     let text = |s: &std::ffi::OsStr| Value::from(s.to_string_lossy().into_owned());
     Ok(json!({
@@ -23,7 +24,7 @@ pub fn run() -> Result<Value, WorkloadError> {
         "gid": nix::unistd::getgid().as_raw(),
         "namespaces": namespaces(),
         "cgroup": cgroup(mounts.as_deref().unwrap_or(&[])),
-        "mounts": mounts.as_ref().map(|m| m.iter().map(MountEntry::to_json).collect::<Vec<_>>()),
+        "mounts": mounts.as_ref().map(|m| m.iter().map(mount_json).collect::<Vec<_>>()),
         "cpus": cpus(),
         "memory": memory(),
         "block_devices": block_devices(),
@@ -52,76 +53,13 @@ fn namespaces() -> Value {
     Value::Object(map)
 }
 
-/// One line of /proc/self/mountinfo.
-#[derive(Debug, Clone)]
-pub struct MountEntry {
-    /// The path inside the filesystem that is mounted (a bind mount's or cgroup's subtree).
-    pub root: String,
-    pub target: String,
-    pub options: String,
-    pub fstype: String,
-    pub source: String,
-    pub super_options: String,
-}
-
-impl MountEntry {
-    fn to_json(&self) -> Value {
-        json!({
-            "target": self.target,
-            "fstype": self.fstype,
-            "source": self.source,
-            "options": self.options,
-        })
-    }
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = bytes[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |a, b| a * 8 + u32::from(b - b'0'));
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parses the text of a mountinfo file; malformed lines are skipped.
-pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let (head, tail) = line.split_once(" - ")?;
-            let head: Vec<&str> = head.split(' ').collect();
-            let mut tail = tail.split(' ');
-            Some(MountEntry {
-                root: unescape(head.get(3)?),
-                target: unescape(head.get(4)?),
-                options: head.get(5)?.to_string(),
-                fstype: tail.next()?.to_string(),
-                source: unescape(tail.next()?),
-                super_options: tail.next().unwrap_or("").to_string(),
-            })
-        })
-        .collect()
-}
-
-/// This process's mounts, or `None` without /proc.
-pub fn mountinfo() -> Option<Vec<MountEntry>> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .ok()
-        .map(|t| parse_mountinfo(&t))
+fn mount_json(m: &MountEntry) -> Value {
+    json!({
+        "target": m.target,
+        "fstype": m.fstype,
+        "source": m.source,
+        "options": m.options,
+    })
 }
 
 /// A limit file's content as JSON: a number, "unlimited", or null when unreadable.
@@ -347,26 +285,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mountinfo_lines_parse_with_optional_fields_and_escapes() {
-        let text =
-            "36 35 98:0 / /mnt/a\\040b rw,noatime shared:1 master:2 - ext4 /dev/vdc rw,errors=remount-ro\n\
-                    37 35 0:30 /sandbox/x /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\nbroken\n";
-        let m = parse_mountinfo(text);
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[0].target, "/mnt/a b");
-        assert_eq!(m[0].fstype, "ext4");
-        assert_eq!(m[0].source, "/dev/vdc");
-        assert_eq!(m[1].root, "/sandbox/x");
+    fn cgroup_dirs_are_found_below_the_mounted_subtree() {
+        let text = "37 35 0:30 /sandbox/x /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        let m = mountinfo::parse(text);
         assert_eq!(
-            cgroup_dir(&m[1], "/sandbox/x/inner"),
+            cgroup_dir(&m[0], "/sandbox/x/inner"),
             Some(PathBuf::from("/sys/fs/cgroup/memory/inner"))
         );
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape(r"/a\040b\134c"), "/a b\\c");
-        assert_eq!(unescape("/plain"), "/plain");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::WorkloadError;
 use crate::init::power;
-use crate::protocol::{exit_device::Event, ReadyChannel, READY_ENV};
+use sandbox_protocol::{exit_device::Event, ReadyChannel, READY_ENV};
 use serde_json::{json, Value};
 
 /// Writes `ready\n` to the inherited file descriptor `fd`.

@@ -44,24 +44,24 @@ pub struct CgroupReport {
     pub controllers: Vec<(String, Controller)>,
 }
 
-/// Reads the running host's `/proc/self/mounts` and cgroup2 files.
+/// Reads the running host's `/proc/self/mountinfo` and cgroup2 files.
 pub fn inspect() -> CgroupReport {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    analyse(&mounts, |p| std::fs::read_to_string(p).ok())
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    analyse(&mountinfo, |p| std::fs::read_to_string(p).ok())
 }
 
-/// Works out the layout and controllers from a mounts table, reading cgroup2 files with `read`.
-pub fn analyse(mounts: &str, read: impl Fn(&Path) -> Option<String>) -> CgroupReport {
+/// Works out the layout and controllers from a mountinfo table, reading cgroup2 files with
+/// `read`.
+pub fn analyse(mountinfo: &str, read: impl Fn(&Path) -> Option<String>) -> CgroupReport {
     let mut v1: Vec<(PathBuf, Vec<String>)> = Vec::new();
     let mut v2: Vec<PathBuf> = Vec::new();
-    for line in mounts.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [_, mount, fstype, options, ..] = fields.as_slice() else {
-            continue;
-        };
-        let mount = PathBuf::from(unescape(mount));
-        match *fstype {
-            "cgroup" => v1.push((mount, options.split(',').map(str::to_string).collect())),
+    for entry in sandbox_protocol::mountinfo::parse(mountinfo) {
+        let mount = PathBuf::from(entry.target);
+        match entry.fstype.as_str() {
+            "cgroup" => v1.push((
+                mount,
+                entry.super_options.split(',').map(str::to_string).collect(),
+            )),
             "cgroup2" => v2.push(mount),
             _ => {}
         }
@@ -109,28 +109,6 @@ fn words(text: Option<String>) -> Vec<String> {
         .split_whitespace()
         .map(str::to_string)
         .collect()
-}
-
-/// Undoes the octal escapes (`\040` for a space) of /proc/mounts.
-fn unescape(field: &str) -> String {
-    let mut out = String::new();
-    let mut rest = field;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        let code = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
-        match code {
-            Some(c) => {
-                out.push(char::from(c));
-                rest = &rest[i + 4..];
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[i + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 pub fn check() -> Check {
@@ -191,12 +169,12 @@ fn to_check(report: &CgroupReport) -> Check {
 mod tests {
     use super::*;
 
-    const HYBRID: &str = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
-        cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
-        cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\n\
-        cgroup /sys/fs/cgroup/pids cgroup rw,relatime,pids 0 0\n\
-        cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0\n\
-        cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
+    const HYBRID: &str = "31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n\
+        32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+        35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+        39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n\
+        40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n\
+        41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
 
     #[test]
     fn hybrid_mounts_put_controllers_on_v1() {
@@ -217,7 +195,7 @@ mod tests {
 
     #[test]
     fn pure_v2_reads_controllers_and_subtree_control() {
-        let mounts = "cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n";
+        let mounts = "27 24 0:24 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
         let r = analyse(mounts, |p| match p.file_name()?.to_str()? {
             "cgroup.controllers" => Some("cpuset cpu io memory pids\n".into()),
             "cgroup.subtree_control" => Some("memory pids\n".into()),
@@ -244,8 +222,8 @@ mod tests {
 
     #[test]
     fn v1_without_pids_warns_naming_it() {
-        let mounts =
-            "cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\ncgroup /c cgroup rw,cpu,cpuacct 0 0\n";
+        let mounts = "1 0 0:1 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                      2 0 0:2 / /c rw - cgroup cgroup rw,cpu,cpuacct\n";
         let r = analyse(mounts, |_| None);
         assert_eq!(r.layout, Layout::V1);
         assert_eq!(r.controllers[2].1, Controller::Missing);
@@ -255,13 +233,14 @@ mod tests {
 
     #[test]
     fn no_cgroup_mounts_fail() {
-        let r = analyse("proc /proc proc rw 0 0\n", |_| None);
+        let r = analyse("22 28 0:20 / /proc rw - proc proc rw\n", |_| None);
         assert_eq!(r.layout, Layout::None);
         assert_eq!(to_check(&r).verdict, super::super::report::Verdict::Fail);
     }
 
     #[test]
-    fn mount_escapes_are_undone() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
+    fn escaped_mount_points_are_read_whole() {
+        let r = analyse("1 0 0:1 / /cg\\040v2 rw - cgroup2 cgroup2 rw\n", |_| None);
+        assert_eq!(r.v2_mount.as_deref(), Some(Path::new("/cg v2")));
     }
 }

@@ -3,7 +3,7 @@
 //! here (it travels in the plan block), so spaces and quotes in it cannot be mangled.
 
 use linux_loader::cmdline::Cmdline;
-use sandbox_guest::protocol::{GUEST_PATH_IN_IMAGE, PLAN_CMDLINE_KEY};
+use sandbox_protocol::{GUEST_PATH_IN_IMAGE, PLAN_CMDLINE_KEY};
 use vm_memory::GuestAddress;
 
 use crate::error::VmmError;

@@ -181,7 +181,7 @@ pub fn load(mem: &GuestMemoryMmap, path: &Path, format: KernelFormat) -> Result<
                 detail,
             })?;
             if let Some(m) = mapped {
-                sandbox_container::trace::note("kernel.load", || {
+                sandbox_protocol::trace::note("kernel.load", || {
                     format!(
                         "ELF segments mapped copy-on-write from the file at guest {:#x}..{:#x} (PVH)",
                         m.start, m.end
@@ -190,7 +190,7 @@ pub fn load(mem: &GuestMemoryMmap, path: &Path, format: KernelFormat) -> Result<
                 return Ok(BootEntry::Pvh { entry: m.pvh_entry });
             }
             let loaded = Elf::load(mem, None, &mut file, himem).map_err(load_err)?;
-            sandbox_container::trace::note("kernel.load", || {
+            sandbox_protocol::trace::note("kernel.load", || {
                 format!(
                     "ELF segments at guest {:#x}..{:#x}",
                     loaded.kernel_load.0, loaded.kernel_end
@@ -206,7 +206,7 @@ pub fn load(mem: &GuestMemoryMmap, path: &Path, format: KernelFormat) -> Result<
         }
         KernelFormat::BzImage => {
             let loaded = BzImage::load(mem, None, &mut file, himem).map_err(load_err)?;
-            sandbox_container::trace::note("kernel.load", || {
+            sandbox_protocol::trace::note("kernel.load", || {
                 format!(
                     "bzImage protected-mode code at guest {:#x}..{:#x}",
                     loaded.kernel_load.0, loaded.kernel_end

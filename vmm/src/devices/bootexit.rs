@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use sandbox_guest::protocol::exit_device::Event;
+use sandbox_protocol::exit_device::Event;
 
 use crate::bus::BusDevice;
 use crate::state::{Clock, GuestReports};
@@ -36,7 +36,7 @@ impl BusDevice for BootExit {
         let now = self.clock.now_us();
         let mut r = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         let event = Event::decode(u32::from_le_bytes(bytes));
-        sandbox_container::trace::note("guest.event", || match event {
+        sandbox_protocol::trace::note("guest.event", || match event {
             Some(Event::InitStarted) => "init started (the kernel handed over to user space)".into(),
             Some(Event::Ready) => "workload ready".into(),
             Some(Event::Exit(status)) => format!("exit status {status}"),

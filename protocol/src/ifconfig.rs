@@ -1,7 +1,7 @@
 //! Network set-up by ioctl, without tools in the image: loopback up, and for `--net` one
 //! interface with a static IPv4 address and a default route via the host end of the link.
 
-use crate::protocol::NetPlan;
+use crate::plan::NetPlan;
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use std::ffi::CString;
 use std::io;

@@ -6,16 +6,29 @@
 //! trace +<µs since the launcher started> <step>: <values> (<duration> µs)
 //! ```
 //!
-//! The switch is process-wide ([`enable`]), so the call sites deep in the cgroup, mount and
-//! capability code need no extra parameter; the container's first process inherits it with its
+//! The switch is process-wide ([`enable`]), so the call sites deep in the cgroup, mount,
+//! capability and VMM code need no extra parameter; the container's first process inherits it with its
 //! copy of the launcher's memory. When tracing is off a step costs one relaxed atomic load: the
 //! values are built by a closure that is then never called.
 //!
 //! Each line is written with a single `write(2)` on descriptor 2, so the launcher's and the
 //! first process's lines never mix within a line.
 
-use crate::timings::now_ns;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Nanoseconds on the machine-wide monotonic clock: the one clock of every trace line and phase
+/// timing, so a reading taken in a container's first process, the launcher or the VMM can be
+/// compared with any other.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is. CLOCK_MONOTONIC cannot fail on
+    // Linux; were it to, the zero reading would only make a timing look odd.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static START_NS: AtomicU64 = AtomicU64::new(0);

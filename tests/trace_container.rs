@@ -125,8 +125,8 @@ fn the_traced_cgroup_exists_during_the_run_and_holds_the_written_limits() {
             path.display()
         );
         let name = path.file_name().unwrap().to_string_lossy();
-        let now = read(path);
         if name == "cgroup.procs" {
+            let now = read(path);
             // The launcher wrote the first process's pid; it is still a member.
             assert!(
                 now.lines().any(|l| l.trim() == value),
@@ -141,6 +141,8 @@ fn the_traced_cgroup_exists_during_the_run_and_holds_the_written_limits() {
         ]
         .contains(&name.as_ref())
         {
+            // (Write-only files such as devices.allow are left out: they cannot be read back.)
+            let now = read(path);
             assert_eq!(
                 now.trim(),
                 value,

@@ -104,7 +104,7 @@ fn run_dirs(home: &Path) -> Vec<PathBuf> {
 
 fn tap_exists(id: &str) -> bool {
     Path::new("/sys/class/net")
-        .join(format!("{}{id}", sandbox_vmm::sandbox::TAP_PREFIX))
+        .join(format!("{}{id}", sandbox_core::vm::TAP_PREFIX))
         .exists()
 }
 

@@ -1,106 +1,167 @@
-//! The container's first process, from `clone` to `execve` of the guest program.
+//! The container's first process, from `clone` to `execve` of the workload.
 //!
-//! It starts as PID 1 of new PID, mount, UTS, IPC and network namespaces (and a user namespace
-//! when rootless), with a copy of the launcher's memory, and then, in this fixed order:
+//! It starts in the namespaces `clone` created, with a copy of the launcher's memory, and then,
+//! in this fixed order (each step a function below):
 //! 1. asks for SIGKILL when the launcher dies, and waits for the launcher's "go" (sent once the
-//!    launcher has put it in its cgroup, written the Plan, and moved in the veth);
-//! 2. unshares its cgroup namespace (rooted at the container's cgroup) — "namespaces ready";
+//!    launcher has written the id maps, put it in its cgroup, and moved in the veth);
+//! 2. joins the namespaces given by path, unshares its cgroup namespace (rooted at the
+//!    container's cgroup) and starts a session of its own — "namespaces ready";
 //! 3. makes all mounts private, sets the hostname, brings up `lo` (and `eth0`);
-//! 4. mounts the overlay, pivots into it, mounts /proc, /sys, /dev, /tmp, /run and the volumes,
-//!    masks and write-protects the runc default paths, detaches the old root — "rootfs ready";
-//! 5. reduces its capabilities to the default set, sets `no_new_privs`, installs the seccomp
-//!    filter, and executes `/usr/bin/sandbox-guest init` — "exec".
+//! 4. assembles the root: the overlay or the bundle's directory, the plan's mounts in order, the
+//!    device nodes, the terminal; runs the createContainer hooks; `pivot_root` and detaches the
+//!    old root; sets the root's propagation, masks and write-protects paths, makes the root
+//!    read-only if asked — "rootfs ready";
+//! 5. writes the sysctls, the OOM score and the resource limits, reports "created", and waits
+//!    for "start" (a pipe for `sandbox run`, the state directory's FIFO for `sandbox-runtime`);
+//! 6. runs the startContainer hooks, installs the seccomp filter, becomes the workload's user
+//!    with its capability sets, and executes it — "exec".
 //!
 //! Progress and failures go to the launcher through the status pipe, which is close-on-exec:
-//! end-of-file after "exec" means the guest program is running. Nothing here returns: the
-//! process either executes the guest program or exits.
+//! end-of-file after "exec" means the workload is running. Nothing here returns: the process
+//! either executes the workload or exits.
 
 use crate::caps;
-use crate::rootfs::{self, BindVolume, OLD_ROOT};
+use crate::hooks::{self, Hook};
+use crate::identity::{self, Identity};
+use crate::namespaces::{self, Join};
+use crate::rlimits;
+use crate::rootfs::{self, RootSource};
 use crate::seccomp::Filters;
-use crate::sys::{ctx, Step, StepError};
-use crate::{devices, mounts};
+use crate::sys::{ctx, io_step, Step, StepError};
+use crate::terminal::{self, Pty};
+use crate::{devices, mounts, protect};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sched::CloneFlags;
-use sandbox_protocol::ifconfig as guest_net;
+use sandbox_protocol::isolation::{DevicePlan, MountPlan};
 use sandbox_protocol::trace;
-use sandbox_protocol::NetPlan;
+use sandbox_protocol::{ifconfig, NetPlan};
 use std::ffi::CString;
-use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+
+/// How the first process learns it may start the workload.
+#[derive(Debug)]
+pub enum StartWait {
+    /// A `start` line on the go pipe (`sandbox run`: the launcher stays).
+    Pipe,
+    /// One byte on this FIFO, opened read-write by the launcher (`sandbox-runtime start`
+    /// writes it from another process, after this one's launcher has exited).
+    Fifo(OwnedFd),
+}
+
+/// What the first process executes.
+#[derive(Debug)]
+pub enum ExecTarget {
+    /// `sandbox-guest init`, root with the default capabilities, reading its plan from `plan`.
+    GuestInit {
+        path: CString,
+        argv: Vec<CString>,
+        env: Vec<CString>,
+        plan: PathBuf,
+    },
+    /// The workload itself, as the plan's user (OCI `process`).
+    Direct {
+        argv: Vec<CString>,
+        env: Vec<CString>,
+        /// The `PATH` the program name is searched in.
+        path_var: String,
+        cwd: CString,
+        identity: Identity,
+    },
+    /// Nothing (an OCI bundle without `process`): exit 0 once started.
+    Nothing,
+}
 
 /// Everything the first process needs, prepared by the launcher before `clone`.
 #[derive(Debug)]
 pub struct ChildConfig {
     pub rootless: bool,
-    pub hostname: String,
-    pub overlay_options: String,
+    /// A new user namespace (its `setgroups` is denied when `rootless`).
+    pub user_namespace: bool,
+    pub joins: Vec<Join>,
+    pub new_cgroup_namespace: bool,
+    /// Whether the container has a mount namespace; without one nothing is mounted.
+    pub mount_namespace: bool,
+    /// Set when the container has a UTS namespace.
+    pub hostname: Option<String>,
+    pub root: RootSource,
+    /// Where the root is assembled (the overlay's mount point, or the bundle's root directory).
     pub rootfs: PathBuf,
-    pub plan_path: PathBuf,
-    pub volumes: Vec<BindVolume>,
-    pub filters: Filters,
+    pub readonly_root: bool,
+    pub root_propagation: Option<nix::mount::MsFlags>,
+    pub mounts: Vec<MountPlan>,
+    /// Create the standard device nodes and `devices` in the container's /dev.
+    pub create_devices: bool,
+    pub devices: Vec<DevicePlan>,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    /// `/proc/sys/...` file and value.
+    pub sysctl: Vec<(String, String)>,
+    /// A pty for the workload; the master goes to this connected console socket (`None`: the
+    /// launcher gets it over the status pipe's sibling, see `console_fd`).
+    pub terminal: bool,
+    pub console_size: Option<(u16, u16)>,
+    pub console_socket: Option<OwnedFd>,
+    pub oom_score_adj: Option<i32>,
+    pub rlimits: Vec<rlimits::Resolved>,
+    pub create_container_hooks: Vec<Hook>,
+    pub start_container_hooks: Vec<Hook>,
+    /// The OCI state JSON given to hooks, with `"status":"@STATUS@"` and `"pid":0` to fill in.
+    pub hook_state: String,
+    pub start: StartWait,
+    /// Stay tied to the launcher past "created" (`sandbox run`); otherwise the launcher exits
+    /// after "created" and this process must outlive it.
+    pub attached: bool,
+    pub filters: Option<Filters>,
+    pub caps: caps::Sets,
     pub last_cap: u32,
+    pub no_new_privileges: bool,
+    pub exec: ExecTarget,
+    /// Descriptors that survive `execve` besides stdio (OCI `--preserve-fds`: 3..3+n).
+    pub preserve_fds: u32,
     /// The launcher's cgroup namespace inode, printed next to the container's by `--trace`.
     pub host_cgroup_ns: Option<u64>,
-    pub init_path: CString,
-    pub init_argv: Vec<CString>,
-    pub init_env: Vec<CString>,
     /// Read end of the go pipe.
     pub go_fd: RawFd,
     /// Write end of the status pipe (close-on-exec).
     pub status_fd: RawFd,
-    /// Write end of the ready pipe, inherited by the guest program.
-    pub ready_fd: RawFd,
+    /// Write end of the ready pipe, inherited by the guest program (`sandbox run`).
+    pub ready_fd: Option<RawFd>,
 }
 
 /// Status-pipe record tags.
 pub mod tag {
     pub const NAMESPACES: &str = "N";
     pub const ROOTFS: &str = "R";
+    pub const CREATED: &str = "C";
     pub const EXEC: &str = "X";
     pub const ERROR: &str = "E";
 }
 
-/// The go message: `go` for loopback only, or `go IFACE ADDR PREFIX GATEWAY` for a link.
-pub fn go_message(net: Option<&NetPlan>) -> String {
-    match net {
-        None => "go\n".to_string(),
-        Some(n) => format!(
-            "go {} {} {} {}\n",
-            n.interface,
-            n.address,
-            n.prefix_len,
-            n.gateway.map(|g| g.to_string()).unwrap_or_else(|| "-".into())
-        ),
-    }
+/// The go message: its network part (`None`: loopback only) and the first process's pid as
+/// the launcher sees it (for the hooks' state).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Go {
+    pub net: Option<NetPlan>,
+    pub pid: i32,
 }
 
-fn parse_go(line: &str) -> Option<Option<NetPlan>> {
-    let mut words = line.split_whitespace();
-    if words.next()? != "go" {
-        return None;
-    }
-    let Some(interface) = words.next() else {
-        return Some(None);
-    };
-    let address: Ipv4Addr = words.next()?.parse().ok()?;
-    let prefix_len: u8 = words.next()?.parse().ok()?;
-    let gateway = match words.next()? {
-        "-" => None,
-        g => Some(g.parse().ok()?),
-    };
-    Some(Some(NetPlan {
-        interface: interface.to_string(),
-        address,
-        prefix_len,
-        gateway,
-    }))
+/// The go line for `go`.
+pub fn go_message(go: &Go) -> String {
+    format!("go {}\n", serde_json::to_string(go).unwrap_or_default())
+}
+
+fn parse_go(line: &str) -> Option<Go> {
+    serde_json::from_str(line.trim_end().strip_prefix("go ")?).ok()
 }
 
 fn write_all(fd: RawFd, mut bytes: &[u8]) {
-    // SAFETY: `fd` is the status pipe's write end, open for the child's whole life.
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: `fd` is the status pipe's write end, open until exec or until closed after
+    // "created"; a write to a closed descriptor only fails with EBADF.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     while !bytes.is_empty() {
         match nix::unistd::write(fd, bytes) {
@@ -119,88 +180,149 @@ fn mark(cfg: &ChildConfig, tag: &str) {
     report(cfg, tag, &trace::now_ns().to_string());
 }
 
-/// Reads the go line; `None` when the launcher closed the pipe without sending it.
-fn wait_for_go(fd: RawFd) -> Option<String> {
+/// Reads one line from the go pipe; `None` when the launcher closed it first.
+fn read_line(fd: RawFd) -> Option<String> {
     // SAFETY: `fd` is the go pipe's read end, open for the child's whole life.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    let mut buf = [0u8; 256];
-    let mut len = 0;
-    while len < buf.len() {
-        match nix::unistd::read(fd, &mut buf[len..]) {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(fd, &mut byte) {
             Ok(0) => return None,
-            Ok(n) => {
-                len += n;
-                if buf[..len].contains(&b'\n') {
-                    break;
-                }
-            }
+            Ok(_) if byte[0] == b'\n' => return Some(String::from_utf8_lossy(&line).into_owned()),
+            Ok(_) => line.push(byte[0]),
             Err(Errno::EINTR) => {}
             Err(_) => return None,
         }
     }
-    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
 /// The first process's body; never returns.
-pub fn main(cfg: &ChildConfig) -> ! {
+pub fn main(cfg: &mut ChildConfig) -> ! {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| setup_and_exec(cfg)));
-    let message = match result {
-        Ok(Ok(())) => None, // the launcher went away before "go": nothing to report.
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some("the container set-up panicked".to_string()),
+    let (message, code) = match result {
+        Ok(Ok(Ending::Quietly)) => (None, 1),
+        Ok(Ok(Ending::Exit(code))) => (None, code),
+        Ok(Err(e)) => (Some(e.to_string()), 1),
+        Err(_) => (Some("the container set-up panicked".to_string()), 1),
     };
     if let Some(m) = message {
         report(cfg, tag::ERROR, &m);
+        if !cfg.attached {
+            // Past "created" nobody reads the status pipe: the container's stderr is where
+            // whoever runs it looks.
+            eprintln!("sandbox-runtime: {m}");
+        }
     }
     // SAFETY: _exit ends this process at once, without running the launcher's atexit handlers
     // or destructors, which belong to the launcher's copy of this memory.
-    unsafe { libc::_exit(1) }
+    unsafe { libc::_exit(code) }
 }
 
-fn setup_and_exec(cfg: &ChildConfig) -> Step {
-    // 1. Die with the launcher; then wait for it to finish its part.
+/// How the first process ends when it does not execute a workload.
+enum Ending {
+    /// The launcher went away before "go" or "start": nothing to report.
+    Quietly,
+    /// Exit with this status (an OCI bundle without a process: 0).
+    Exit(i32),
+}
+
+fn setup_and_exec(cfg: &mut ChildConfig) -> Result<Ending, StepError> {
+    let Some(go) = wait_for_go(cfg)? else {
+        return Ok(Ending::Quietly);
+    };
+    enter_namespaces(cfg)?;
+    mark(cfg, tag::NAMESPACES);
+    set_up_identity_of_the_box(cfg, &go)?;
+    let pty = assemble_root(cfg, &go)?;
+    set_kernel_knobs(cfg)?;
+    lock_down(cfg)?;
+    mark(cfg, tag::ROOTFS);
+    if !report_created(cfg)? || !wait_for_start(cfg)? {
+        return Ok(Ending::Quietly);
+    }
+    hooks::run(
+        "startContainer",
+        &cfg.start_container_hooks,
+        &hook_state(cfg, &go, "running"),
+    )
+    .map_err(|what| StepError {
+        what,
+        errno: Errno::EINVAL,
+    })?;
+    exec_workload(cfg, pty)
+}
+
+/// Step 1: die with the launcher; wait for it to finish its part.
+fn wait_for_go(cfg: &ChildConfig) -> Result<Option<Go>, StepError> {
     ctx(
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),
         || "asking for SIGKILL on the launcher's death".into(),
     )?;
-    let Some(go) = wait_for_go(cfg.go_fd) else {
-        return Ok(());
+    let Some(line) = read_line(cfg.go_fd) else {
+        return Ok(None);
     };
-    let net = parse_go(&go).ok_or_else(|| StepError {
-        what: format!("understanding the launcher's go message {go:?}"),
+    parse_go(&line).map(Some).ok_or_else(|| StepError {
+        what: format!("understanding the launcher's go message {line:?}"),
         errno: Errno::EINVAL,
-    })?;
+    })
+}
 
-    // 2. The cgroup namespace, now that we are in the container's cgroup.
-    let began = trace::start();
-    ctx(nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP), || {
-        "creating the cgroup namespace".into()
-    })?;
-    trace::step("namespace", began, || {
-        let show = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
-        format!(
-            "cgroup inode {} (host {}) by unshare(CLONE_NEWCGROUP) in the container's cgroup",
-            show(crate::namespaces::inode("self", "cgroup")),
-            show(cfg.host_cgroup_ns)
-        )
-    });
-    mark(cfg, tag::NAMESPACES);
-
-    // 3. Private mounts first, so nothing below can reach the host's mount table.
-    rootfs::make_private()?;
-    let began = trace::start();
-    ctx(nix::unistd::sethostname(&cfg.hostname), || {
-        format!("setting the hostname to {}", cfg.hostname)
-    })?;
-    trace::step("hostname", began, || {
-        format!("{} (in the new UTS namespace)", cfg.hostname)
-    });
-    let began = trace::start();
-    guest_net::bring_up_loopback().map_err(net_step_error)?;
-    trace::step("net.lo", began, || "lo up in the new network namespace".into());
-    if let Some(plan) = &net {
+/// Step 2: the namespaces given by path, the cgroup namespace, a session of its own.
+fn enter_namespaces(cfg: &ChildConfig) -> Step {
+    for join in cfg
+        .joins
+        .iter()
+        .filter(|j| j.kind != sandbox_protocol::isolation::NamespaceKind::Pid)
+    {
         let began = trace::start();
-        guest_net::configure(plan, true).map_err(net_step_error)?;
+        ctx(namespaces::enter(join), || {
+            format!("joining the {} namespace {}", join.kind.proc_name(), join.path)
+        })?;
+        trace::step("namespace", began, || {
+            format!("{} joined from {} by setns", join.kind.proc_name(), join.path)
+        });
+    }
+    if cfg.new_cgroup_namespace {
+        let began = trace::start();
+        ctx(nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP), || {
+            "creating the cgroup namespace".into()
+        })?;
+        trace::step("namespace", began, || {
+            let show = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+            format!(
+                "cgroup inode {} (host {}) by unshare(CLONE_NEWCGROUP) in the container's cgroup",
+                show(namespaces::inode("self", "cgroup")),
+                show(cfg.host_cgroup_ns)
+            )
+        });
+    }
+    // A session of its own: the container shares no session or process group with the host
+    // (no signals to the launcher's group, no TIOCSTI into the host's terminal).
+    ctx(nix::unistd::setsid().map(drop), || {
+        "starting a new session".into()
+    })
+}
+
+/// Step 3: private mounts, hostname, network.
+fn set_up_identity_of_the_box(cfg: &ChildConfig, go: &Go) -> Step {
+    if cfg.mount_namespace {
+        // Private first, so nothing below can reach the host's mount table.
+        rootfs::make_private()?;
+    }
+    if let Some(name) = &cfg.hostname {
+        let began = trace::start();
+        ctx(nix::unistd::sethostname(name), || {
+            format!("setting the hostname to {name}")
+        })?;
+        trace::step("hostname", began, || format!("{name} (in the new UTS namespace)"));
+    }
+    if let Some(plan) = &go.net {
+        let began = trace::start();
+        ifconfig::bring_up_loopback().map_err(net_step_error)?;
+        trace::step("net.lo", began, || "lo up in the new network namespace".into());
+        let began = trace::start();
+        ifconfig::configure(plan, true).map_err(net_step_error)?;
         trace::step("net.guest", began, || {
             format!(
                 "{} {}/{} gateway {}",
@@ -210,90 +332,289 @@ fn setup_and_exec(cfg: &ChildConfig) -> Step {
                 plan.gateway.map_or("-".to_string(), |g| g.to_string())
             )
         });
+    } else if cfg.attached {
+        // `sandbox run`'s network namespace gets its loopback up even without a link.
+        let began = trace::start();
+        ifconfig::bring_up_loopback().map_err(net_step_error)?;
+        trace::step("net.lo", began, || "lo up in the new network namespace".into());
     }
+    Ok(())
+}
 
-    // 4. The root filesystem.
-    rootfs::mount_overlay(&cfg.overlay_options, &cfg.rootfs)?;
-    let plan_fd = ctx(
-        nix::fcntl::open(&cfg.plan_path, OFlag::O_RDONLY, nix::sys::stat::Mode::empty()),
-        || format!("opening the plan {}", cfg.plan_path.display()),
-    )?
-    .into_raw_fd();
-    rootfs::pivot(&cfg.rootfs)?;
-    mounts::api_filesystems()?;
-    devices::setup(&Path::new(OLD_ROOT).join("dev"), cfg.rootless)?;
-    rootfs::bind_volumes(&cfg.volumes, cfg.rootless)?;
-    mounts::protect()?;
-    rootfs::detach_old_root()?;
-    mark(cfg, tag::ROOTFS);
-
-    // 5. Only the plan and ready descriptors (and stdio) survive exec.
-    mark_fds_cloexec()?;
-    for fd in [plan_fd, cfg.ready_fd] {
-        // SAFETY: both descriptors are open in this process (opened above / inherited).
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        ctx(fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::empty())), || {
-            format!("passing descriptor {} to the guest program", borrowed.as_raw_fd())
+/// Step 4: the root filesystem; returns the terminal when the workload gets one.
+fn assemble_root(cfg: &mut ChildConfig, go: &Go) -> Result<Option<Pty>, StepError> {
+    if !cfg.mount_namespace {
+        // Without a mount namespace of its own every mount would be the host's: the container
+        // only gets its root directory.
+        let root = cfg.rootfs.clone();
+        ctx(nix::unistd::chroot(&root), || {
+            format!("chroot into {}", root.display())
         })?;
+        ctx(nix::unistd::chdir("/"), || "changing into the new root".into())?;
+        return Ok(None);
+    }
+    rootfs::mount_root(&cfg.root, &cfg.rootfs)?;
+    for m in &cfg.mounts {
+        mounts::mount_one(&cfg.rootfs, m, cfg.user_namespace)?;
+    }
+    if cfg.create_devices {
+        devices::setup(&cfg.rootfs, &cfg.devices, cfg.user_namespace)?;
+    }
+    let pty = if cfg.terminal {
+        Some(open_terminal(cfg)?)
+    } else {
+        None
+    };
+    if let ExecTarget::GuestInit { plan, .. } = &cfg.exec {
+        // The plan file lives in the host's run directory: opened now, read after exec.
+        let fd = ctx(
+            nix::fcntl::open(plan, OFlag::O_RDONLY, nix::sys::stat::Mode::empty()),
+            || format!("opening the plan {}", plan.display()),
+        )?;
+        PLAN_FD.store(fd.into_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    }
+    hooks::run(
+        "createContainer",
+        &cfg.create_container_hooks,
+        &hook_state(cfg, go, "created"),
+    )
+    .map_err(|what| StepError {
+        what,
+        errno: Errno::EINVAL,
+    })?;
+    rootfs::pivot(&cfg.rootfs)?;
+    rootfs::detach_old_root()?;
+    if let Some(p) = cfg.root_propagation {
+        crate::sys::propagation(Path::new("/"), p)?;
+    }
+    Ok(pty)
+}
+
+/// Step 4b (after the sysctls, which need /proc/sys writable): masked and read-only paths, and
+/// a read-only root.
+fn lock_down(cfg: &ChildConfig) -> Step {
+    if !cfg.mount_namespace {
+        return Ok(());
+    }
+    protect::mask(&cfg.masked_paths)?;
+    protect::read_only(&cfg.readonly_paths)?;
+    if cfg.readonly_root {
+        crate::sys::remount_read_only(Path::new("/"))?;
+    }
+    Ok(())
+}
+
+/// The descriptor of the plan file init reads (GuestInit only).
+static PLAN_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Opens the pty, sends its master to the console socket, and puts the slave on /dev/console.
+fn open_terminal(cfg: &mut ChildConfig) -> Result<Pty, StepError> {
+    let pty = terminal::open(&cfg.rootfs, cfg.console_size)?;
+    if let Some(socket) = cfg.console_socket.take() {
+        terminal::send_master(socket.as_raw_fd(), &pty.master)?;
+    }
+    let console = crate::secure_path::resolve(&cfg.rootfs, "/dev/console", crate::secure_path::Leaf::File)?;
+    crate::sys::bind(&pty.slave_path, &console, false)?;
+    if let ExecTarget::Direct { identity, .. } = &cfg.exec {
+        // The workload's user owns its terminal, as login does.
+        let _ = nix::unistd::fchown(
+            &pty.slave,
+            Some(nix::unistd::Uid::from_raw(identity.uid)),
+            Some(nix::unistd::Gid::from_raw(identity.gid)),
+        );
+    }
+    Ok(pty)
+}
+
+/// Step 5a: sysctls, OOM score, resource limits.
+fn set_kernel_knobs(cfg: &ChildConfig) -> Step {
+    for (file, value) in &cfg.sysctl {
+        std::fs::write(file, value).map_err(|e| io_step(format!("writing {value} to {file}"), &e))?;
+    }
+    if let Some(adj) = cfg.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| io_step(format!("setting oom_score_adj to {adj}"), &e))?;
+    }
+    rlimits::apply(&cfg.rlimits).map_err(|(what, errno)| StepError { what, errno })
+}
+
+/// Step 5b: tells the launcher the container is created. A detached container (OCI) stops
+/// dying with its launcher now, and checks the launcher is still the one that made it: if it
+/// died meanwhile, nobody knows of this process, and it ends. Returns whether to go on.
+fn report_created(cfg: &mut ChildConfig) -> Result<bool, StepError> {
+    if !cfg.attached {
+        let parent = nix::unistd::getppid();
+        ctx(nix::sys::prctl::set_pdeathsig(None), || {
+            "clearing the parent-death signal".into()
+        })?;
+        // In a new PID namespace the launcher is outside it: getppid() is 0 until it exits.
+        if nix::unistd::getppid() != parent {
+            return Ok(false);
+        }
+    }
+    mark(cfg, tag::CREATED);
+    if !cfg.attached {
+        // SAFETY: closes the status pipe's write end; nobody reads it after "created".
+        unsafe { libc::close(cfg.status_fd) };
+        cfg.status_fd = -1;
+    }
+    Ok(true)
+}
+
+/// Step 5c: waits for "start". Returns false when the launcher went away instead.
+fn wait_for_start(cfg: &ChildConfig) -> Result<bool, StepError> {
+    match &cfg.start {
+        StartWait::Pipe => Ok(read_line(cfg.go_fd).is_some_and(|l| l == "start")),
+        StartWait::Fifo(fd) => {
+            let mut byte = [0u8; 1];
+            loop {
+                match nix::unistd::read(fd, &mut byte) {
+                    Ok(1) => return Ok(true),
+                    Ok(_) => return Ok(false),
+                    Err(Errno::EINTR) => {}
+                    Err(errno) => {
+                        return Err(StepError {
+                            what: "waiting for start on the exec FIFO".into(),
+                            errno,
+                        })
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The hooks' state JSON with `status` and this process's host pid.
+fn hook_state(cfg: &ChildConfig, go: &Go, status: &str) -> String {
+    cfg.hook_state
+        .replace("\"@STATUS@\"", &format!("\"{status}\""))
+        .replace("\"pid\":0", &format!("\"pid\":{}", go.pid))
+}
+
+/// Step 6: seccomp, user, capabilities, and `execve`.
+fn exec_workload(cfg: &mut ChildConfig, pty: Option<Pty>) -> Result<Ending, StepError> {
+    if matches!(cfg.exec, ExecTarget::Nothing) {
+        return Ok(Ending::Exit(0));
+    }
+    if let Some(pty) = &pty {
+        terminal::become_stdio(&pty.slave)?;
+    }
+    keep_descriptors(cfg)?;
+    if !cfg.no_new_privileges {
+        // Without no_new_privs the kernel wants CAP_SYS_ADMIN to install a filter: now,
+        // before the capabilities go.
+        install_seccomp(cfg)?;
     }
     let began = trace::start();
-    caps::restrict_to(caps::DEFAULT_CAPS, cfg.last_cap).map_err(|(what, errno)| StepError {
+    caps::drop_bounding(cfg.caps.bounding, cfg.last_cap).map_err(|(what, errno)| StepError {
+        what: what.into(),
+        errno,
+    })?;
+    if let ExecTarget::Direct { identity, cwd, .. } = &cfg.exec {
+        identity::switch(identity, !(cfg.user_namespace && cfg.rootless))?;
+        ctx(nix::unistd::chdir(cwd.as_c_str()), || {
+            format!("changing into the working directory {}", cwd.to_string_lossy())
+        })?;
+    }
+    caps::set(&cfg.caps, cfg.last_cap).map_err(|(what, errno)| StepError {
         what: what.into(),
         errno,
     })?;
     trace::step("capabilities", began, || {
         format!(
             "kept {}; {}",
-            caps::names(caps::DEFAULT_CAPS),
+            caps::names(cfg.caps.effective),
             caps::sets_of_self()
         )
     });
+    if cfg.no_new_privileges {
+        ctx(nix::sys::prctl::set_no_new_privs(), || {
+            "setting no_new_privs".into()
+        })?;
+        install_seccomp(cfg)?;
+    }
+    reset_signals();
+    drop(pty);
+    mark(cfg, tag::EXEC);
+    let (path, argv, env) = exec_args(cfg)?;
+    trace::note("exec", || {
+        format!(
+            "execve {} {}",
+            path.to_string_lossy(),
+            argv.iter()
+                .skip(1)
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    });
+    let err = nix::unistd::execve(&path, &argv, &env).unwrap_err();
+    let (code, why) = match err {
+        Errno::ENOENT => (sandbox_protocol::EXIT_NOT_FOUND, "no such file or directory"),
+        Errno::EACCES | Errno::ENOEXEC => (
+            sandbox_protocol::EXIT_NOT_EXECUTABLE,
+            "permission denied or not an executable",
+        ),
+        _ => (sandbox_protocol::EXIT_NOT_EXECUTABLE, err.desc()),
+    };
+    let message = format!("executing {}: {why}", path.to_string_lossy());
+    report(cfg, tag::ERROR, &message);
+    if !cfg.attached {
+        eprintln!("sandbox-runtime: {message}");
+    }
+    Ok(Ending::Exit(code))
+}
+
+fn install_seccomp(cfg: &ChildConfig) -> Step {
+    let Some(filters) = &cfg.filters else {
+        return Ok(());
+    };
     let began = trace::start();
-    cfg.filters.install().map_err(|e| StepError {
+    filters.install().map_err(|e| StepError {
         what: format!("installing the seccomp filter ({e})"),
         errno: Errno::EINVAL,
     })?;
     trace::step("seccomp", began, || {
-        let (programs, instructions) = cfg.filters.size();
+        let (programs, instructions) = filters.size();
         format!(
-            "{programs} filters, {instructions} BPF instructions ({} bytes), {} syscalls refused \
-             with EPERM, clone3 with ENOSYS; no_new_privs set",
+            "{programs} filters, {instructions} BPF instructions ({} bytes){}",
             instructions * std::mem::size_of::<libc::sock_filter>(),
-            crate::seccomp::Filters::refused_syscalls()
+            if cfg.no_new_privileges {
+                "; no_new_privs set"
+            } else {
+                ""
+            }
         )
     });
-    let mut env = cfg.init_env.clone();
-    let plan_env = format!("{}=fd:{plan_fd}", sandbox_protocol::PLAN_ENV);
-    env.push(CString::new(plan_env).map_err(|_| StepError {
-        what: "building the environment".into(),
-        errno: Errno::EINVAL,
-    })?);
-    mark(cfg, tag::EXEC);
-    trace::note("exec", || {
-        format!(
-            "execve {} {} (plan fd {plan_fd}, ready fd {})",
-            cfg.init_path.to_string_lossy(),
-            cfg.init_argv
-                .iter()
-                .skip(1)
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" "),
-            cfg.ready_fd
-        )
-    });
-    let err = nix::unistd::execve(&cfg.init_path, &cfg.init_argv, &env).unwrap_err();
-    Err(StepError {
-        what: format!("executing {}", cfg.init_path.to_string_lossy()),
-        errno: err,
-    })
+    Ok(())
 }
 
-/// Marks every descriptor from 3 up close-on-exec, so nothing the launcher had open leaks into
-/// the container.
-fn mark_fds_cloexec() -> Step {
+/// Marks every descriptor from 3 up close-on-exec except the ones the workload keeps (the
+/// preserved ones, and for the guest program its plan and ready descriptors).
+fn keep_descriptors(cfg: &ChildConfig) -> Step {
+    let first = 3 + cfg.preserve_fds;
+    mark_cloexec_from(first)?;
+    let mut keep: Vec<RawFd> = Vec::new();
+    if matches!(cfg.exec, ExecTarget::GuestInit { .. }) {
+        keep.push(PLAN_FD.load(std::sync::atomic::Ordering::Relaxed));
+        keep.extend(cfg.ready_fd);
+    }
+    for fd in (3..first as RawFd).chain(keep) {
+        // SAFETY: borrowing a descriptor number only to change its flags; an unopened one
+        // fails with EBADF, reported below.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        ctx(fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::empty())), || {
+            format!("passing descriptor {fd} to the workload")
+        })?;
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from `first` up close-on-exec, so nothing the launcher had open
+/// leaks into the container.
+fn mark_cloexec_from(first: u32) -> Step {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     match Errno::result(rc) {
         Ok(_) => Ok(()),
         // Kernels before 5.11 lack the flag: set it one descriptor at a time.
@@ -303,7 +624,7 @@ fn mark_fds_cloexec() -> Step {
                 .flatten()
                 .unwrap_or(1024)
                 .min(1 << 20) as RawFd;
-            for fd in 3..max {
+            for fd in first as RawFd..max {
                 // SAFETY: F_SETFD on a descriptor number that may not be open: at worst EBADF.
                 unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
             }
@@ -316,10 +637,77 @@ fn mark_fds_cloexec() -> Step {
     }
 }
 
-/// The interface set-up is the guest program's own (`sandbox_protocol::ifconfig`), run here while
-/// the first process still holds CAP_NET_ADMIN; its errors become a step error with their errno.
-fn net_step_error(err: guest_net::NetError) -> StepError {
-    use guest_net::NetError;
+/// Every signal back to its default action and none blocked: the launcher's Rust runtime
+/// ignores SIGPIPE and may have handlers, none of which the workload should inherit.
+fn reset_signals() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: setting SIG_DFL takes no pointers of ours; invalid numbers fail harmlessly.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+}
+
+/// The program, argv and environment to execute.
+fn exec_args(cfg: &ChildConfig) -> Result<(CString, Vec<CString>, Vec<CString>), StepError> {
+    let nul = |what: &str| StepError {
+        what: format!("{what} contains a NUL byte"),
+        errno: Errno::EINVAL,
+    };
+    match &cfg.exec {
+        ExecTarget::GuestInit { path, argv, env, .. } => {
+            let mut env = env.clone();
+            let plan_fd = PLAN_FD.load(std::sync::atomic::Ordering::Relaxed);
+            env.push(
+                CString::new(format!("{}=fd:{plan_fd}", sandbox_protocol::PLAN_ENV))
+                    .map_err(|_| nul("the environment"))?,
+            );
+            Ok((path.clone(), argv.clone(), env))
+        }
+        ExecTarget::Direct {
+            argv, env, path_var, ..
+        } => {
+            let program = argv
+                .first()
+                .map(|a| a.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let path = find_program(&program, path_var);
+            Ok((
+                CString::new(path).map_err(|_| nul("the program"))?,
+                argv.clone(),
+                env.clone(),
+            ))
+        }
+        ExecTarget::Nothing => Err(StepError {
+            what: "no process to execute".into(),
+            errno: Errno::EINVAL,
+        }),
+    }
+}
+
+/// The execvp-style search: a name with `/` as it is, else the first executable file among
+/// `PATH`'s directories (or the name itself, for `execve` to fail on).
+fn find_program(program: &str, path_var: &str) -> String {
+    if program.contains('/') {
+        return program.to_string();
+    }
+    path_var
+        .split(':')
+        .map(|dir| if dir.is_empty() { "." } else { dir })
+        .map(|dir| format!("{}/{program}", dir.trim_end_matches('/')))
+        .find(|candidate| nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok())
+        .unwrap_or_else(|| program.to_string())
+}
+
+/// Interface set-up errors become a step error with their errno.
+fn net_step_error(err: ifconfig::NetError) -> StepError {
+    use ifconfig::NetError;
     let (what, errno) = match &err {
         NetError::Socket(errno) => ("opening a socket for interface configuration".to_string(), *errno),
         NetError::Ioctl {
@@ -328,11 +716,9 @@ fn net_step_error(err: guest_net::NetError) -> StepError {
             source,
         } => (
             format!("{what} on {interface}"),
-            source
-                .raw_os_error()
-                .map_or(nix::errno::Errno::EIO, nix::errno::Errno::from_raw),
+            source.raw_os_error().map_or(Errno::EIO, Errno::from_raw),
         ),
-        NetError::BadName(_) | NetError::NoInterface(_) => (err.to_string(), nix::errno::Errno::ENODEV),
+        NetError::BadName(_) | NetError::NoInterface(_) => (err.to_string(), Errno::ENODEV),
     };
     StepError { what, errno }
 }
@@ -340,17 +726,29 @@ fn net_step_error(err: guest_net::NetError) -> StepError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn go_messages_round_trip() {
-        assert_eq!(parse_go(&go_message(None)), Some(None));
-        let plan = NetPlan {
-            interface: "eth0".into(),
-            address: Ipv4Addr::new(10, 200, 0, 2),
-            prefix_len: 30,
-            gateway: Some(Ipv4Addr::new(10, 200, 0, 1)),
+        let go = Go { net: None, pid: 7 };
+        assert_eq!(parse_go(&go_message(&go)), Some(go));
+        let go = Go {
+            net: Some(NetPlan {
+                interface: "eth0".into(),
+                address: Ipv4Addr::new(10, 200, 0, 2),
+                prefix_len: 30,
+                gateway: Some(Ipv4Addr::new(10, 200, 0, 1)),
+            }),
+            pid: 42,
         };
-        assert_eq!(parse_go(&go_message(Some(&plan))), Some(Some(plan)));
+        assert_eq!(parse_go(&go_message(&go)), Some(go));
         assert_eq!(parse_go("stop"), None);
+    }
+
+    #[test]
+    fn programs_are_found_on_the_path() {
+        assert_eq!(find_program("/bin/sh", "/nowhere"), "/bin/sh");
+        assert_eq!(find_program("sh", "/nowhere:/bin"), "/bin/sh");
+        assert_eq!(find_program("no-such-program", "/bin"), "no-such-program");
     }
 }

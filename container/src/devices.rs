@@ -1,14 +1,17 @@
-//! `/dev` as the OCI runtime spec lays it out: a small tmpfs with the standard character
-//! devices, a private devpts instance with `ptmx`, `/dev/shm`, `/dev/mqueue`, and the usual
-//! symlinks. Runs in the container's first process, inside the new root.
+//! `/dev` as the OCI runtime spec lays it out: the standard character devices, the plan's own
+//! device nodes, `/dev/ptmx` pointing into the private devpts instance, and the usual symlinks.
+//! Runs in the container's first process before `pivot_root`, after the plan's mounts (so /dev
+//! is the container's own tmpfs), with every path resolved inside the new root.
 //!
-//! As real root the device nodes are created with `mknod`; in a user namespace `mknod` is not
-//! allowed, so the host's nodes are bind-mounted onto empty files instead (what rootless runc
-//! does).
+//! As real root the nodes are created with `mknod`; in a user namespace `mknod` is not allowed,
+//! so the host's nodes are bind-mounted onto empty files instead (what rootless runc does). A
+//! node that exists is no permission to use it: the cgroup's device allowlist decides what may
+//! be opened ([`crate::cgroups::devices`]).
 
-use crate::sys::{bind, ctx, mkdir_all, mount_fs, touch, Step};
-use nix::mount::MsFlags;
+use crate::secure_path::{self, Leaf};
+use crate::sys::{bind, ctx, Step};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use sandbox_protocol::isolation::DevicePlan;
 use std::path::Path;
 
 /// The character devices every container gets: name, major, minor.
@@ -22,76 +25,99 @@ pub const DEVICES: [(&str, u64, u64); 6] = [
 ];
 
 const SYMLINKS: [(&str, &str); 5] = [
-    ("/proc/self/fd", "/dev/fd"),
-    ("/proc/self/fd/0", "/dev/stdin"),
-    ("/proc/self/fd/1", "/dev/stdout"),
-    ("/proc/self/fd/2", "/dev/stderr"),
-    ("pts/ptmx", "/dev/ptmx"),
+    ("/proc/self/fd", "dev/fd"),
+    ("/proc/self/fd/0", "dev/stdin"),
+    ("/proc/self/fd/1", "dev/stdout"),
+    ("/proc/self/fd/2", "dev/stderr"),
+    ("pts/ptmx", "dev/ptmx"),
 ];
 
-/// Builds `/dev` in the new root. `host_dev` is the host's /dev as seen from here (under the
-/// old root, still attached), used for bind mounts when `mknod` is not allowed.
-pub fn setup(host_dev: &Path, rootless: bool) -> Step {
-    let safe = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
-    mkdir_all("/dev")?;
-    mount_fs(
-        "tmpfs",
-        "tmpfs",
-        "/dev",
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )?;
-    for (name, major, minor) in DEVICES {
-        let path = format!("/dev/{name}");
-        if rootless {
-            touch(&path)?;
-            bind(&host_dev.join(name), &path, false)?;
-        } else {
-            ctx(
-                mknod(
-                    path.as_str(),
-                    SFlag::S_IFCHR,
-                    Mode::from_bits_truncate(0o666),
-                    makedev(major, minor),
-                ),
-                || format!("creating device node {path}"),
-            )?;
-            // mknod applies the umask; the OCI default mode is 0666.
-            ctx(
-                nix::sys::stat::fchmodat(
-                    nix::fcntl::AT_FDCWD,
-                    path.as_str(),
-                    Mode::from_bits_truncate(0o666),
-                    nix::sys::stat::FchmodatFlags::FollowSymlink,
-                ),
-                || format!("setting the mode of {path}"),
-            )?;
-            sandbox_protocol::trace::note("mknod", || format!("{path} c {major}:{minor} mode 0666"));
-        }
+/// Creates the standard nodes, the plan's `devices` and the symlinks under `root/dev`.
+pub fn setup(root: &Path, devices: &[DevicePlan], rootless: bool) -> Step {
+    let standard = DEVICES.iter().map(|&(name, major, minor)| DevicePlan {
+        path: format!("/dev/{name}"),
+        kind: 'c',
+        major: major as i64,
+        minor: minor as i64,
+        file_mode: Some(0o666),
+        uid: Some(0),
+        gid: Some(0),
+    });
+    for device in standard.chain(devices.iter().cloned()) {
+        create(root, &device, rootless)?;
     }
-    mkdir_all("/dev/pts")?;
-    // A new devpts instance: the container sees only its own ptys.
-    let pts_data = if rootless {
-        "newinstance,ptmxmode=0666,mode=0620"
-    } else {
-        "newinstance,ptmxmode=0666,mode=0620,gid=5"
-    };
-    mount_fs(
-        "devpts",
-        "devpts",
-        "/dev/pts",
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some(pts_data),
-    )?;
-    mkdir_all("/dev/shm")?;
-    mount_fs("tmpfs", "shm", "/dev/shm", safe, Some("mode=1777,size=65536k"))?;
-    mkdir_all("/dev/mqueue")?;
-    // mqueue belongs to the IPC namespace, which is the container's own.
-    mount_fs("mqueue", "mqueue", "/dev/mqueue", safe, None)?;
     for (target, link) in SYMLINKS {
-        ctx(nix::unistd::symlinkat(target, nix::fcntl::AT_FDCWD, link), || {
-            format!("creating symlink {link}")
-        })?;
+        let path = root.join(link);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            if link != "dev/ptmx" {
+                continue;
+            }
+            // A ptmx node (from an image) would bypass the container's own devpts.
+            let _ = std::fs::remove_file(&path);
+        }
+        ctx(
+            nix::unistd::symlinkat(target, nix::fcntl::AT_FDCWD, &path),
+            || format!("creating symlink /{link}"),
+        )?;
     }
+    Ok(())
+}
+
+fn create(root: &Path, d: &DevicePlan, rootless: bool) -> Step {
+    let path = secure_path::resolve(root, &d.path, Leaf::File)?;
+    let kind = match d.kind {
+        'b' => SFlag::S_IFBLK,
+        'p' => SFlag::S_IFIFO,
+        _ => SFlag::S_IFCHR,
+    };
+    if rootless && kind != SFlag::S_IFIFO {
+        // The empty file resolve() left is the mount point for the host's node.
+        return bind(
+            &Path::new("/dev").join(d.path.trim_start_matches("/dev/")),
+            &path,
+            false,
+        );
+    }
+    let _ = std::fs::remove_file(&path);
+    let mode = Mode::from_bits_truncate(d.file_mode.unwrap_or(0o666));
+    ctx(
+        mknod(
+            &path,
+            kind,
+            mode,
+            makedev(d.major.max(0) as u64, d.minor.max(0) as u64),
+        ),
+        || format!("creating device node {}", d.path),
+    )?;
+    // mknod applies the umask; the plan's mode is what the node gets.
+    ctx(
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            mode,
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        ),
+        || format!("setting the mode of {}", d.path),
+    )?;
+    if d.uid.is_some() || d.gid.is_some() {
+        ctx(
+            nix::unistd::chown(
+                &path,
+                d.uid.map(nix::unistd::Uid::from_raw),
+                d.gid.map(nix::unistd::Gid::from_raw),
+            ),
+            || format!("setting the owner of {}", d.path),
+        )?;
+    }
+    sandbox_protocol::trace::note("mknod", || {
+        format!(
+            "{} {} {}:{} mode {:04o}",
+            d.path,
+            d.kind,
+            d.major,
+            d.minor,
+            mode.bits()
+        )
+    });
     Ok(())
 }

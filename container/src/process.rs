@@ -25,7 +25,7 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd), ContainerError> {
 /// process that becomes its PID 1. Like `fork`, the child must not rely on locks that another
 /// thread of the launcher might hold: call this while the launcher has a single thread (the
 /// `sandbox` CLI does), and keep heavy work out of the child (the config is prepared here).
-pub fn spawn(cfg: &ChildConfig, flags: CloneFlags) -> Result<Pid, ContainerError> {
+pub fn spawn(cfg: &mut ChildConfig, flags: CloneFlags) -> Result<Pid, ContainerError> {
     let clone_flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     // SAFETY: clone with a null stack behaves like fork: the child gets a copy of this address
     // space and returns 0 here; it never returns from this function (child::main ends in exec
@@ -54,35 +54,70 @@ fn clone_error(errno: Errno, flags: CloneFlags) -> ContainerError {
     ))
 }
 
-/// What the first process reported before executing the guest program.
-#[derive(Debug, Default)]
+/// What the first process reported (monotonic readings).
+#[derive(Debug, Default, Clone)]
 pub struct Progress {
     pub namespaces_ns: Option<u64>,
     pub rootfs_ns: Option<u64>,
+    pub created_ns: Option<u64>,
     pub exec_ns: Option<u64>,
     pub error: Option<String>,
 }
 
-/// Reads the status pipe until it closes (at `exec`, or when the child exits).
-pub fn read_progress(status: OwnedFd) -> Progress {
-    let mut progress = Progress::default();
-    let reader = BufReader::new(std::fs::File::from(status));
-    for line in reader.lines() {
-        let Ok(line) = line else { break };
-        let (t, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-        let ns = rest.trim().parse::<u64>().ok();
-        match t {
-            tag::NAMESPACES => progress.namespaces_ns = ns,
-            tag::ROOTFS => progress.rootfs_ns = ns,
-            tag::EXEC => progress.exec_ns = ns,
-            tag::ERROR => progress.error = Some(rest.to_string()),
-            _ => {}
+/// The launcher's end of the status pipe.
+pub struct StatusReader(BufReader<std::fs::File>);
+
+impl StatusReader {
+    pub fn new(status: OwnedFd) -> StatusReader {
+        StatusReader(BufReader::new(std::fs::File::from(status)))
+    }
+
+    /// Reads records into `progress` until "created", an error, or the end of the pipe.
+    pub fn until_created(&mut self, progress: &mut Progress) {
+        self.read(progress, true);
+        if progress.error.is_none() && progress.created_ns.is_none() {
+            progress.error = Some("the container process ended before it was set up".into());
         }
     }
-    if progress.error.is_none() && progress.exec_ns.is_none() {
-        progress.error = Some("the container process ended before it reported anything".into());
+
+    /// Reads the remaining records (after "start") until the pipe closes: at `exec`, or when
+    /// the process ends.
+    pub fn until_exec(&mut self, progress: &mut Progress) {
+        self.read(progress, false);
+        if progress.error.is_none() && progress.exec_ns.is_none() {
+            progress.error = Some("the container process ended before it started the workload".into());
+        }
     }
-    progress
+
+    fn read(&mut self, progress: &mut Progress, stop_at_created: bool) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match self.0.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let text = line.trim_end();
+            let (t, rest) = text.split_once(' ').unwrap_or((text, ""));
+            let ns = rest.trim().parse::<u64>().ok();
+            match t {
+                tag::NAMESPACES => progress.namespaces_ns = ns,
+                tag::ROOTFS => progress.rootfs_ns = ns,
+                tag::CREATED => {
+                    progress.created_ns = ns;
+                    if stop_at_created {
+                        return;
+                    }
+                }
+                tag::EXEC => progress.exec_ns = ns,
+                tag::ERROR => {
+                    progress.error = Some(rest.to_string());
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Owns the child process: dropping it before it was reaped kills it and reaps it, so an early
@@ -124,6 +159,13 @@ impl ChildProcess {
         }
     }
 
+    /// Gives up ownership: the process outlives this value (an OCI container, reaped by
+    /// whoever runs the runtime).
+    pub fn release(mut self) -> Pid {
+        self.reaped = true;
+        self.pid
+    }
+
     /// Kills the process (and with it, as PID 1, its whole PID namespace) and reaps it.
     pub fn kill(&mut self) {
         if !self.reaped {
@@ -142,13 +184,9 @@ impl Drop for ChildProcess {
 /// The pid signals are forwarded to (0: none).
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // A terminal's SIGINT reaches the whole foreground process group, the container included:
-    // forwarding it too would deliver it twice.
-    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
-    if !info.is_null() && unsafe { (*info).si_code } == libc::SI_KERNEL {
-        return;
-    }
+extern "C" fn forward(sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // The container has a session of its own, so a terminal's SIGINT reaches only the
+    // launcher: it is passed on like any other.
     let pid = FORWARD_TO.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe and takes no pointers.
@@ -191,16 +229,19 @@ impl Drop for SignalForwarder {
     }
 }
 
-/// Sends the go line to the child.
-pub fn send_go(go: OwnedFd, message: &str) -> Result<(), ContainerError> {
+/// Sends a line (`go ...`, `start`) to the child.
+pub fn send_line(go: &OwnedFd, message: &str) -> Result<(), ContainerError> {
     let mut bytes = message.as_bytes();
     while !bytes.is_empty() {
-        match nix::unistd::write(&go, bytes) {
+        match nix::unistd::write(go, bytes) {
             Ok(n) => bytes = &bytes[n..],
             Err(Errno::EINTR) => {}
             Err(e) => {
                 return Err(ContainerError::sys(
-                    format!("starting the container (pipe {})", go.as_raw_fd()),
+                    format!(
+                        "talking to the container's first process (pipe {})",
+                        go.as_raw_fd()
+                    ),
                     e,
                 ))
             }

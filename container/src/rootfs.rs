@@ -1,5 +1,6 @@
-//! The container's root filesystem: an overlay of the image's layers with a per-container upper
-//! dir, entered with `pivot_root`, plus the `--volume` bind mounts.
+//! The container's root filesystem: an overlay of an image's layers with a per-container upper
+//! dir (`sandbox run`), or an OCI bundle's root directory bind-mounted onto itself; entered with
+//! `pivot_root`, after which the old root is detached.
 //!
 //! Everything here runs in the container's first process, in its own mount namespace, whose
 //! propagation is made private before anything is mounted: no mount made here is ever seen in
@@ -8,25 +9,21 @@
 //! Why `pivot_root` and not `chroot`: chroot only changes how paths are resolved for this
 //! process; the old root stays mounted and reachable (a chrooted root escapes with a second
 //! chroot and `..`). `pivot_root(new, put_old)` makes `new` the root mount of the namespace and
-//! moves the old root to `put_old`, which can then be detached, so the host's filesystem is not
+//! moves the old root to `put_old`, which is detached at once, so the host's filesystem is not
 //! merely hidden but gone from the namespace.
 
-use crate::sys::{bind, ctx, detach, mkdir_all, mount_fs, propagation, remount_read_only, Step};
+use crate::sys::{bind, ctx, detach, mount_fs, propagation, Step};
 use nix::mount::MsFlags;
 use sandbox_protocol::trace;
 use std::path::{Path, PathBuf};
 
-/// Where the old root sits between `pivot_root` and its detachment.
-pub const OLD_ROOT: &str = "/.sandbox-oldroot";
-
-/// A bind mount from the host, resolved before the container starts.
-#[derive(Debug, Clone)]
-pub struct BindVolume {
-    /// Absolute, canonical host path.
-    pub host: PathBuf,
-    /// Absolute path inside the container.
-    pub guest: String,
-    pub read_only: bool,
+/// What the root filesystem is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSource {
+    /// An overlay: these `lowerdir=...,upperdir=...,workdir=...` options.
+    Overlay(String),
+    /// An existing directory (an OCI bundle's `root.path`), bind-mounted onto itself.
+    Directory(PathBuf),
 }
 
 /// The overlay mount options for `layers` (bottom first, as the image store lists them;
@@ -65,69 +62,50 @@ pub fn overlay_options(layers: &[PathBuf], upper: &Path, work: &Path) -> Result<
 /// Makes every mount in this (new) mount namespace private, so nothing mounted from now on
 /// propagates to the host's namespace, and nothing the host mounts appears here.
 pub fn make_private() -> Step {
-    propagation("/", MsFlags::MS_REC | MsFlags::MS_PRIVATE)
+    propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_PRIVATE)
 }
 
-/// Mounts the overlay on `target`.
-pub fn mount_overlay(options: &str, target: &Path) -> Step {
-    let target = target.to_string_lossy();
-    mount_fs("overlay", "overlay", &target, MsFlags::empty(), Some(options))
+/// Mounts the root on `target`: the overlay, or the directory bound onto itself (so it is a
+/// mount point `pivot_root` accepts). Device nodes on it cannot be opened (`nodev`), and an
+/// image's setuid files give no privilege (`nosuid`).
+pub fn mount_root(source: &RootSource, target: &Path) -> Step {
+    match source {
+        RootSource::Overlay(options) => {
+            mount_fs("overlay", "overlay", target, MsFlags::MS_NODEV, Some(options))
+        }
+        RootSource::Directory(dir) => bind(dir, target, true),
+    }
 }
 
-/// Makes `new_root` (a mount point) the root of this mount namespace and changes into it; the
-/// old root stays reachable at [`OLD_ROOT`] until [`detach_old_root`].
+/// Makes `new_root` (a mount point) the root of this mount namespace. `pivot_root(".", ".")`
+/// stacks the old root on top of the new one at `/`, so no directory for it is needed in the
+/// new root (which may be read-only); [`detach_old_root`] then takes it off.
 pub fn pivot(new_root: &Path) -> Step {
-    let put_old = new_root.join(OLD_ROOT.trim_start_matches('/'));
-    ctx(
-        nix::unistd::mkdir(&put_old, nix::sys::stat::Mode::from_bits_truncate(0o700)),
-        || format!("creating {}", put_old.display()),
-    )?;
+    ctx(nix::unistd::chdir(new_root), || {
+        format!("changing into {}", new_root.display())
+    })?;
     let began = trace::start();
-    ctx(nix::unistd::pivot_root(new_root, &put_old), || {
+    ctx(nix::unistd::pivot_root(".", "."), || {
         format!("pivot_root into {}", new_root.display())
     })?;
     trace::step("pivot_root", began, || {
-        format!("new root {}, old root at {OLD_ROOT}", new_root.display())
+        format!(
+            "new root {}, old root stacked on it until detached",
+            new_root.display()
+        )
     });
-    ctx(nix::unistd::chdir("/"), || {
-        "changing into the new root".to_string()
-    })
-}
-
-/// Bind-mounts each volume from the host (reached through the old root) onto its path in the
-/// container. Resolving the target inside the new root means a symlink in the image cannot
-/// redirect the mount onto a host path.
-pub fn bind_volumes(volumes: &[BindVolume], rootless: bool) -> Step {
-    for volume in volumes {
-        let source = Path::new(OLD_ROOT).join(volume.host.strip_prefix("/").unwrap_or(&volume.host));
-        mkdir_all(&volume.guest)?;
-        bind(&source, &volume.guest, true)?;
-        if volume.read_only {
-            // In a user namespace the host's nosuid/nodev on the source are locked: keep them.
-            let keep = if rootless {
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV
-            } else {
-                MsFlags::empty()
-            };
-            remount_read_only(&volume.guest, keep)?;
-        }
-    }
     Ok(())
 }
 
-/// Detaches the old root and removes its mount point: from here on the host's filesystem is not
-/// reachable from the container.
+/// Detaches the old root: from here on the host's filesystem is not reachable from the
+/// container. Its mounts are made private first, so the detach cannot propagate to the host.
 pub fn detach_old_root() -> Step {
-    propagation(OLD_ROOT, MsFlags::MS_REC | MsFlags::MS_PRIVATE)?;
-    detach(OLD_ROOT)?;
-    ctx(
-        nix::unistd::unlinkat(
-            nix::fcntl::AT_FDCWD,
-            OLD_ROOT,
-            nix::unistd::UnlinkatFlags::RemoveDir,
-        ),
-        || format!("removing {OLD_ROOT}"),
-    )
+    let here = Path::new(".");
+    propagation(here, MsFlags::MS_REC | MsFlags::MS_PRIVATE)?;
+    detach(here)?;
+    ctx(nix::unistd::chdir("/"), || {
+        "changing into the new root".to_string()
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::Mode;
 use sandbox_protocol::trace;
 use std::path::Path;
 
@@ -28,14 +27,15 @@ pub fn ctx<T>(result: Result<T, Errno>, what: impl FnOnce() -> String) -> Step<T
 }
 
 /// `mount(2)` of a filesystem (`fstype` with `source`) on `target`.
-pub fn mount_fs(fstype: &str, source: &str, target: &str, flags: MsFlags, data: Option<&str>) -> Step {
+pub fn mount_fs(fstype: &str, source: &str, target: &Path, flags: MsFlags, data: Option<&str>) -> Step {
     let began = trace::start();
     ctx(mount(Some(source), target, Some(fstype), flags, data), || {
-        format!("mounting {fstype} on {target}")
+        format!("mounting {fstype} on {}", target.display())
     })?;
     trace::step("mount", began, || {
         format!(
-            "{source} on {target} type {fstype} flags {} data {}",
+            "{source} on {} type {fstype} flags {} data {}",
+            target.display(),
             flag_names(flags),
             data.unwrap_or("-")
         )
@@ -55,6 +55,11 @@ fn flag_names(flags: MsFlags) -> String {
         (MsFlags::MS_BIND, "bind"),
         (MsFlags::MS_REC, "rec"),
         (MsFlags::MS_PRIVATE, "private"),
+        (MsFlags::MS_SHARED, "shared"),
+        (MsFlags::MS_SLAVE, "slave"),
+        (MsFlags::MS_UNBINDABLE, "unbindable"),
+        (MsFlags::MS_NOATIME, "noatime"),
+        (MsFlags::MS_RELATIME, "relatime"),
     ];
     let set: Vec<&str> = names
         .iter()
@@ -69,7 +74,7 @@ fn flag_names(flags: MsFlags) -> String {
 }
 
 /// A (recursive) bind mount of `source` on `target`.
-pub fn bind(source: &Path, target: &str, recursive: bool) -> Step {
+pub fn bind(source: &Path, target: &Path, recursive: bool) -> Step {
     let mut flags = MsFlags::MS_BIND;
     if recursive {
         flags |= MsFlags::MS_REC;
@@ -77,67 +82,90 @@ pub fn bind(source: &Path, target: &str, recursive: bool) -> Step {
     let began = trace::start();
     ctx(
         mount(Some(source), target, None::<&str>, flags, None::<&str>),
-        || format!("bind-mounting {} on {target}", source.display()),
+        || format!("bind-mounting {} on {}", source.display(), target.display()),
     )?;
     trace::step("mount", began, || {
-        format!("{} on {target} flags {}", source.display(), flag_names(flags))
+        format!(
+            "{} on {} flags {}",
+            source.display(),
+            target.display(),
+            flag_names(flags)
+        )
     });
     Ok(())
 }
 
-/// Makes the bind mount at `target` read-only, keeping `keep` flags (the kernel refuses a
-/// remount that would clear nosuid/nodev/noexec where they are locked).
-pub fn remount_read_only(target: &str, keep: MsFlags) -> Step {
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | keep;
+/// Remounts the bind mount at `target` with `flags` (plus MS_BIND|MS_REMOUNT), keeping the
+/// flags the kernel has locked on it (a mount made in a user namespace from a nosuid, nodev or
+/// noexec one must keep them, or the remount is refused).
+pub fn remount_bind(target: &Path, flags: MsFlags) -> Step {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | locked_flags(target);
     let began = trace::start();
     ctx(
         mount(None::<&str>, target, None::<&str>, flags, None::<&str>),
-        || format!("making {target} read-only"),
+        || format!("remounting {} ({})", target.display(), flag_names(flags)),
     )?;
-    trace::step("mount", began, || format!("{target} flags {}", flag_names(flags)));
+    trace::step("mount", began, || {
+        format!("{} flags {}", target.display(), flag_names(flags))
+    });
     Ok(())
 }
 
+/// Makes the bind mount at `target` read-only.
+pub fn remount_read_only(target: &Path) -> Step {
+    remount_bind(target, MsFlags::MS_RDONLY)
+}
+
+/// The nosuid/nodev/noexec/noatime-class flags the mount at `path` has now.
+pub fn locked_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Ok(st) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (have, want) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(have) {
+            out |= want;
+        }
+    }
+    out
+}
+
 /// Changes the propagation of the mount at `target` (and below it, with MS_REC).
-pub fn propagation(target: &str, flags: MsFlags) -> Step {
+pub fn propagation(target: &Path, flags: MsFlags) -> Step {
     let began = trace::start();
     ctx(
         mount(None::<&str>, target, None::<&str>, flags, None::<&str>),
-        || format!("changing mount propagation of {target}"),
+        || format!("changing mount propagation of {}", target.display()),
     )?;
     trace::step("mount.propagation", began, || {
-        format!("{target} flags {}", flag_names(flags))
+        format!("{} flags {}", target.display(), flag_names(flags))
     });
     Ok(())
 }
 
 /// Lazily detaches the mount at `target`.
-pub fn detach(target: &str) -> Step {
+pub fn detach(target: &Path) -> Step {
     let began = trace::start();
     ctx(umount2(target, MntFlags::MNT_DETACH), || {
-        format!("detaching {target}")
+        format!("detaching {}", target.display())
     })?;
-    trace::step("umount", began, || format!("{target} (MNT_DETACH)"));
+    trace::step("umount", began, || format!("{} (MNT_DETACH)", target.display()));
     Ok(())
 }
 
-/// Creates directory `path` and its parents (mode 0755); an existing one is fine.
-pub fn mkdir_all(path: &str) -> Step {
-    std::fs::create_dir_all(path).map_err(|e| StepError {
-        what: format!("creating directory {path}"),
+/// A failed I/O call in the child, as a step error.
+pub fn io_step(what: impl Into<String>, e: &std::io::Error) -> StepError {
+    StepError {
+        what: what.into(),
         errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-    })
-}
-
-/// Creates an empty file at `path` (a mount point for a bind-mounted file).
-pub fn touch(path: &str) -> Step {
-    ctx(
-        nix::fcntl::open(
-            path,
-            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
-        )
-        .map(drop),
-        || format!("creating {path}"),
-    )
+    }
 }

@@ -3,7 +3,8 @@
 //! dropping the owner or `remove_stale` kills the members and removes every directory.
 
 use nix::unistd::{geteuid, Pid};
-use sandbox_container::cgroups::{self, Cgroup, CgroupError, Layout, Limits};
+use sandbox_container::cgroups::{self, Cgroup, CgroupError, Layout, Placement};
+use sandbox_protocol::isolation::{CpuLimits, MemoryLimits, ResourcePlan};
 use std::fs;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
@@ -16,6 +17,38 @@ fn require_root() {
         geteuid().is_root(),
         "these tests create real cgroups: run them as root (sudo -E cargo test -p sandbox-container)"
     );
+}
+
+/// The limits `sandbox run --memory/--cpus/--pids` asks for.
+#[derive(Default)]
+struct Limits {
+    memory_bytes: Option<u64>,
+    cpus: Option<f64>,
+    pids: Option<u64>,
+}
+
+/// Creates `sandbox/<id>` with `limits`, as `sandbox run` does.
+fn create(id: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+    let (quota, period) = match limits.cpus.map(cgroups::cpus_to_quota) {
+        Some((q, p)) => (Some(q), Some(p)),
+        None => (None, None),
+    };
+    let memory = limits.memory_bytes.map(|m| m as i64);
+    let resources = ResourcePlan {
+        memory: MemoryLimits {
+            limit: memory,
+            swap: memory,
+            ..MemoryLimits::default()
+        },
+        cpu: CpuLimits {
+            quota,
+            period,
+            ..CpuLimits::default()
+        },
+        pids: limits.pids.map(|p| p as i64),
+        ..ResourcePlan::default()
+    };
+    Cgroup::create(&Placement::Sandbox(id.to_string()), &resources, false)
 }
 
 fn test_id(name: &str) -> String {
@@ -82,7 +115,7 @@ fn limits_land_in_the_files_and_drop_kills_members_and_removes_the_dirs() {
         cpus: Some(0.5),
         pids: Some(20),
     };
-    let cg = Cgroup::create(&id, &limits).unwrap();
+    let cg = create(&id, &limits).unwrap();
     let paths = cg.paths();
     assert!(!paths.is_empty());
     for p in &paths {
@@ -140,7 +173,7 @@ fn allocating_past_the_memory_limit_is_an_oom_kill() {
         memory_bytes: Some(32 << 20),
         ..Limits::default()
     };
-    let cg = Cgroup::create(&test_id("oom"), &limits).unwrap();
+    let cg = create(&test_id("oom"), &limits).unwrap();
     // tail keeps the whole newline-free stream in memory.
     let mut child = gated("head -c 256M /dev/zero | tail");
     cg.add_pid(pid_of(&child)).unwrap();
@@ -169,7 +202,7 @@ fn the_pids_limit_stops_forks() {
         pids: Some(10),
         ..Limits::default()
     };
-    let cg = Cgroup::create(&test_id("pids"), &limits).unwrap();
+    let cg = create(&test_id("pids"), &limits).unwrap();
     let mut child = gated("for i in $(seq 50); do sleep 2 & done; wait");
     cg.add_pid(pid_of(&child)).unwrap();
     go(&mut child);
@@ -203,7 +236,7 @@ fn a_cpu_quota_throttles_a_busy_loop() {
         cpus: Some(0.1),
         ..Limits::default()
     };
-    let cg = Cgroup::create(&test_id("cpu"), &limits).unwrap();
+    let cg = create(&test_id("cpu"), &limits).unwrap();
     let mut child = gated("while :; do :; done");
     cg.add_pid(pid_of(&child)).unwrap();
     go(&mut child);
@@ -225,7 +258,7 @@ fn a_cpu_quota_throttles_a_busy_loop() {
 fn remove_stale_removes_a_leaked_cgroup_and_its_members() {
     require_root();
     let id = test_id("stale");
-    let cg = Cgroup::create(&id, &Limits::default()).unwrap();
+    let cg = create(&id, &Limits::default()).unwrap();
     let paths = cg.paths();
     let mut child = Command::new("sleep").arg("30").spawn().unwrap();
     cg.add_pid(pid_of(&child)).unwrap();
@@ -249,12 +282,12 @@ fn remove_stale_removes_a_leaked_cgroup_and_its_members() {
 fn a_taken_id_is_refused_without_touching_the_owner() {
     require_root();
     let id = test_id("taken");
-    let first = Cgroup::create(&id, &Limits::default()).unwrap();
+    let first = create(&id, &Limits::default()).unwrap();
     let limits = Limits {
         pids: Some(5),
         ..Limits::default()
     };
-    match Cgroup::create(&id, &limits) {
+    match create(&id, &limits) {
         Err(e @ CgroupError::Exists { .. }) => assert!(e.to_string().contains("sandbox gc"), "{e}"),
         other => panic!("expected Exists, got {other:?}"),
     }
@@ -270,10 +303,10 @@ fn bad_input_is_refused_before_anything_is_created() {
         cpus: Some(0.001),
         ..Limits::default()
     };
-    let err = Cgroup::create(&id, &limits).unwrap_err();
+    let err = create(&id, &limits).unwrap_err();
     assert!(err.to_string().contains("--cpus"), "{err}");
     assert!(!cgroups::list_ids().contains(&id));
-    let err = Cgroup::create("../escape", &Limits::default()).unwrap_err();
+    let err = create("../escape", &Limits::default()).unwrap_err();
     assert!(matches!(err, CgroupError::BadId { .. }), "{err}");
     assert!(matches!(
         cgroups::remove_stale("a/b"),
@@ -286,7 +319,7 @@ fn a_failure_part_way_removes_what_was_created_and_only_that() {
     require_root();
     let id = test_id("partial");
     // Learn this host's directories, then occupy the last one as another owner would.
-    let probe = Cgroup::create(&id, &Limits::default()).unwrap();
+    let probe = create(&id, &Limits::default()).unwrap();
     let paths = probe.paths();
     probe.remove().unwrap();
     let (occupied, others) = paths.split_last().unwrap();
@@ -297,7 +330,7 @@ fn a_failure_part_way_removes_what_was_created_and_only_that() {
         pids: Some(10),
         ..Limits::default()
     };
-    let err = Cgroup::create(&id, &limits).unwrap_err();
+    let err = create(&id, &limits).unwrap_err();
     let still_there = occupied.is_dir();
     let leftovers: Vec<_> = others.iter().filter(|p| p.exists()).collect();
     fs::remove_dir(occupied).unwrap();

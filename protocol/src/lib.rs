@@ -3,8 +3,9 @@
 //! Both sides of a sandbox use this crate: the guest program (`sandbox-guest`, PID 1 of every
 //! sandbox), and the host crates that start sandboxes (the container launcher, the VMM, the
 //! runtime core). It holds:
-//! - [`plan`]: the host↔guest contract: the [`Plan`] (the guest program's whole input), the
-//!   ready channel, and the boot/exit device;
+//! - [`plan`]: the host↔guest contract: the [`Plan`] (the sandbox's whole description, and the
+//!   guest program's whole input), the ready channel, and the boot/exit device; [`isolation`]:
+//!   the Plan's process, isolation and resource parts, in the OCI runtime spec's shape;
 //! - [`paths`]: where sandbox keeps its state and caches on the host, and where it finds the
 //!   guest program;
 //! - [`trace`]: the `trace +µs step: values (duration)` lines both modes print, and the clock
@@ -16,6 +17,7 @@
 //! It depends on nothing of the project, so the VMM can use it without pulling in the launcher.
 
 pub mod ifconfig;
+pub mod isolation;
 pub mod mountinfo;
 pub mod paths;
 pub mod plan;

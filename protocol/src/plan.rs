@@ -11,6 +11,7 @@
 //! - the ending: container — PID 1's exit status; VM — init writes [`exit_device::EXIT_BASE`] +
 //!   status to the boot/exit device, then reboots (`reboot=k`, the VMM ends on the i8042 reset).
 
+use crate::isolation::{Isolation, ProcessPlan, ResourcePlan};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -24,6 +25,8 @@ pub const PLAN_CMDLINE_KEY: &str = "sandbox.plan";
 pub const READY_ENV: &str = "SANDBOX_READY";
 /// Where the guest program lives in every image and every root disk (on PATH).
 pub const GUEST_PATH_IN_IMAGE: &str = "/usr/bin/sandbox-guest";
+/// The search path a workload gets when nothing sets one (the OCI and Docker default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The exit status init reports when the command cannot be found in the image.
 pub const EXIT_NOT_FOUND: i32 = 127;
 /// The exit status init reports when the command exists but cannot be executed.
@@ -165,6 +168,16 @@ pub struct Plan {
     #[serde(default)]
     pub volumes: Vec<VolumePlan>,
     pub ready: ReadyChannel,
+    /// The process's privileges and limits beyond its user (capabilities, rlimits, ...).
+    #[serde(default)]
+    pub process: ProcessPlan,
+    /// Namespaces, mounts, devices, seccomp and protected paths (applied by the container
+    /// launcher; a VM is isolated by the hypervisor instead).
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// The cgroup limits (a VM's memory and vCPUs come from these too).
+    #[serde(default)]
+    pub resources: ResourcePlan,
 }
 
 impl Plan {
@@ -180,6 +193,9 @@ impl Plan {
             net: None,
             volumes: Vec::new(),
             ready: ReadyChannel::None,
+            process: ProcessPlan::default(),
+            isolation: Isolation::default(),
+            resources: ResourcePlan::default(),
         }
     }
 

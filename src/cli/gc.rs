@@ -6,7 +6,7 @@
 pub struct Args {}
 
 pub fn run(_args: Args) -> anyhow::Result<i32> {
-    let report = sandbox_container::gc();
+    let report = sandbox_core::gc::gc(&sandbox_core::Root::run());
     for id in &report.run_dirs {
         eprintln!("removed run directory of sandbox {id}");
     }

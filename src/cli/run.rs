@@ -1,9 +1,9 @@
-//! `sandbox run`: parse the flags both modes share into a `SandboxSpec`, resolve the image, run
-//! it (container mode: `sandbox_container::run`; VM mode: `sandbox_vmm::run_sandbox`), and exit
-//! with the workload's status.
+//! `sandbox run`: parse the flags both modes share into a `SandboxSpec`, resolve the image, and
+//! hand both to the runtime core (`sandbox_core::run_spec`: create, start, wait, delete through
+//! the container or VM backend); exit with the workload's status.
 
 use anyhow::Context;
-use sandbox_image::{ResolvedImage, Store};
+use sandbox_image::Store;
 use sandbox_spec::{parse_size, NetMode, Resources, SandboxSpec, Volume, DEFAULT_IMAGE};
 
 const EXAMPLES: &str = "\
@@ -136,36 +136,8 @@ fn spec_from(args: Args, mode: Mode) -> anyhow::Result<SandboxSpec> {
     Ok(spec)
 }
 
-/// The image store's answer in the launcher's terms.
-fn container_image(resolved: ResolvedImage, spec: &SandboxSpec) -> anyhow::Result<sandbox_container::Image> {
-    let env = resolved
-        .config
-        .env
-        .iter()
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect();
-    let user = match (&spec.user, &resolved.config.user) {
-        (Some(_), _) | (None, None) => None,
-        (None, Some(u)) if u.is_empty() => None,
-        (None, Some(u)) => Some(SandboxSpec::parse_user(u).with_context(|| {
-            format!(
-                "image {:?} names its user {u:?}, which sandbox cannot look up: pass --user UID:GID",
-                resolved.name
-            )
-        })?),
-    };
-    Ok(sandbox_container::Image {
-        name: resolved.name,
-        layers: resolved.layers,
-        env,
-        entrypoint: resolved.config.entrypoint,
-        working_dir: resolved.config.working_dir,
-        user,
-    })
-}
-
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let started = sandbox_container::now_ns();
+    let started = sandbox_core::trace::now_ns();
     let started_instant = std::time::Instant::now();
     let mode = args.mode;
     let outcome_file = args.outcome.clone();
@@ -178,55 +150,27 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             anyhow::ensure!(!given, "{flag} is for VM mode: add --mode vm, or drop {flag}");
         }
     }
-    let vm_opts = sandbox_vmm::VmOptions {
+    let vm_opts = sandbox_core::vm::VmOptions {
         kernel: args.kernel.clone(),
         cmdline_extra: args.cmdline_extra.clone().unwrap_or_default(),
         keep_disk: args.keep_disk,
+        trace: args.trace,
         started: started_instant,
-        ..sandbox_vmm::VmOptions::new()
+        ..sandbox_core::vm::VmOptions::new()
     };
     let spec = spec_from(args, mode)?;
-    if mode == Mode::Vm {
-        return run_vm(&spec, vm_opts, outcome_file.as_deref());
-    }
-    if let Err(e) = sandbox_container::check_host(&spec) {
-        eprintln!("sandbox: {e}");
-        return Ok(e.exit_status());
-    }
-    let store = Store::open_default().context("opening the image store")?;
-    let resolved = store.resolve(&spec.image)?;
-    let image = container_image(resolved, &spec)?;
-    let outcome = match sandbox_container::run_from(&spec, &image, started) {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            eprintln!("sandbox: {e}");
-            return Ok(e.exit_status());
-        }
+    let core_mode = match mode {
+        Mode::Container => sandbox_core::Mode::Container,
+        Mode::Vm => sandbox_core::Mode::Vm,
     };
-    if let Some(message) = &outcome.message {
-        eprintln!("sandbox: {message}");
-    }
-    if spec.timings {
-        eprint!("{}", outcome.timings_report());
-    }
-    write_outcome(&outcome, outcome_file.as_deref())?;
-    Ok(outcome.exit_status)
-}
-
-/// VM mode: the same spec, image and output, in a microVM.
-fn run_vm(
-    spec: &SandboxSpec,
-    opts: sandbox_vmm::VmOptions,
-    outcome_file: Option<&std::path::Path>,
-) -> anyhow::Result<i32> {
     // Refuse what can be refused before the image store does any work.
-    if let Err(e) = sandbox_vmm::sandbox::check(spec, &opts) {
+    if let Err(e) = sandbox_core::check_host(core_mode, &spec, &vm_opts) {
         eprintln!("sandbox: {e}");
         return Ok(e.exit_status());
     }
     let store = Store::open_default().context("opening the image store")?;
     let resolved = store.resolve(&spec.image)?;
-    let run = match sandbox_vmm::run_sandbox(spec, &resolved, opts) {
+    let run = match sandbox_core::run_spec(&spec, &resolved, core_mode, vm_opts, started) {
         Ok(run) => run,
         Err(e) => {
             eprintln!("sandbox: {e}");
@@ -236,13 +180,16 @@ fn run_vm(
     if let Some(message) = &run.outcome.message {
         eprintln!("sandbox: {message}");
     }
-    if let Some(disk) = &run.kept_disk {
+    if let Some(disk) = run.vm.as_ref().and_then(|v| v.kept_disk.as_ref()) {
         eprintln!("sandbox: kept the VM's root disk: {}", disk.display());
     }
     if spec.timings {
-        eprint!("{}", run.timings_report());
+        match &run.vm {
+            Some(vm) => eprint!("{}", vm.timings_report()),
+            None => eprint!("{}", run.outcome.timings_report()),
+        }
     }
-    write_outcome(&run.outcome, outcome_file)?;
+    write_outcome(&run.outcome, outcome_file.as_deref())?;
     Ok(run.outcome.exit_status)
 }
 

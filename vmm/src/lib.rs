@@ -1,4 +1,6 @@
-//! The KVM microVM monitor behind `sandbox run --mode vm`.
+//! The KVM microVM monitor behind `sandbox run --mode vm`. It depends on the rust-vmm crates
+//! and the host↔guest protocol only; what a sandbox is (its disks, network address, Plan) is
+//! the runtime core's VM backend's business.
 //!
 //! [`run`] boots a guest kernel with its root disk (`/dev/vda`), the Plan as a read-only block
 //! device (`/dev/vdb`, named by `sandbox.plan=`), volume disks after it, an optional virtio-net on
@@ -15,7 +17,6 @@ pub mod kvm_kind;
 pub mod layout;
 pub mod probe;
 pub mod rss;
-pub mod sandbox;
 pub mod state;
 pub mod stop_signals;
 pub mod tap;
@@ -32,7 +33,6 @@ use std::time::Instant;
 pub use boot::cmdline::disk_device_name;
 pub use boot::loader::{KernelFormat, KernelInfo};
 pub use error::VmmError;
-pub use sandbox::{run_sandbox, SandboxVmError, VmOptions, VmRun};
 use sandbox_protocol::Plan;
 
 /// The exit status for a VM that ended without its workload's status: a kernel panic, a triple

@@ -43,7 +43,7 @@ pub fn tree_memory(pid: u32, mode: Mode) -> Result<Memory, BenchError> {
         Mode::Vm => process_tree(pid),
     };
     // The bench runs VMs at the default memory size.
-    let guest_ram = (mode == Mode::Vm).then_some(sandbox_vmm::sandbox::DEFAULT_MEMORY_MIB << 20);
+    let guest_ram = (mode == Mode::Vm).then_some(sandbox_core::vm::DEFAULT_MEMORY_MIB << 20);
     let mut total = Memory::default();
     for (i, p) in pids.into_iter().enumerate() {
         let m = match Memory::of(p, guest_ram) {

@@ -1,6 +1,7 @@
 //! Emptying and removing a sandbox cgroup: `cgroup.kill` where cgroup2 has it, else SIGKILL to
 //! every member, repeated until none is left (a forking workload can race one round); then the
-//! directories are removed, nested cgroups the workload made first.
+//! directories the sandbox created are removed, nested cgroups the workload made first. A
+//! directory that existed before (an OCI `cgroupsPath` someone else made) is emptied but kept.
 
 use super::files;
 use super::{CgroupError, Part};
@@ -27,14 +28,32 @@ pub(super) fn remove(parts: &[Part]) -> Result<(), CgroupError> {
     let deadline = Instant::now() + GIVE_UP_AFTER;
     let mut first_error = kill_all(parts, deadline).err();
     for part in parts.iter().rev() {
-        if let Err(e) = remove_tree(&part.dir, deadline) {
-            first_error.get_or_insert(e);
+        // The sandbox's own directory goes with everything the workload nested in it; the
+        // levels above it that it created go only when empty (another sandbox may use them).
+        if let Some((leaf, above)) = part.created.split_last() {
+            if leaf == &part.dir {
+                if let Err(e) = remove_tree(leaf, deadline) {
+                    first_error.get_or_insert(e);
+                }
+            }
+            for dir in above.iter().rev() {
+                let _ = fs::remove_dir(dir);
+            }
         }
     }
     first_error.map_or(Ok(()), Err)
 }
 
 fn kill_all(parts: &[Part], deadline: Instant) -> Result<(), CgroupError> {
+    // Frozen members do not die until thawed.
+    for part in parts {
+        for (file, value) in [("freezer.state", "THAWED"), ("cgroup.freeze", "0")] {
+            let path = part.dir.join(file);
+            if path.exists() {
+                let _ = files::write(&path, value);
+            }
+        }
+    }
     for part in parts.iter().filter(|p| p.v2) {
         let kill_file = part.dir.join("cgroup.kill");
         if kill_file.exists() {

@@ -1,51 +1,126 @@
-//! The cgroup v2 (unified) side of a sandbox cgroup: enabling controllers down to `sandbox/`,
-//! writing limits, and reading the OOM counter and statistics.
+//! The cgroup v2 (unified) side of a sandbox cgroup: enabling controllers down to the
+//! sandbox's directory, writing limits in the v2 file names, the freezer, and reading the OOM
+//! counter and statistics.
 
 use super::files::{read_keyed, read_u64, write};
-use super::{CgroupError, CgroupStats, Controller, Limits, CPU_PERIOD_US};
+use super::{devices, CgroupError, CgroupStats, Controller};
+use sandbox_protocol::isolation::ResourcePlan;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Makes `controller` available to the children of `root/sandbox` by enabling it in the
-/// `cgroup.subtree_control` of the root and of `sandbox/` (which must exist).
-pub(super) fn enable(root: &Path, controller: Controller) -> Result<(), CgroupError> {
-    for dir in [root.to_path_buf(), root.join(super::PARENT)] {
+/// Makes controller `name` available to the sandbox's directory by enabling it in the
+/// `cgroup.subtree_control` of every level above it (`chain`: the root first).
+pub(super) fn enable(chain: &[PathBuf], name: &str) -> Result<(), CgroupError> {
+    for dir in chain {
         let control = dir.join("cgroup.subtree_control");
         let enabled = fs::read_to_string(&control).unwrap_or_default();
-        if enabled.split_whitespace().any(|c| c == controller.name()) {
+        if enabled.split_whitespace().any(|c| c == name) {
             continue;
         }
-        write(&control, &format!("+{}", controller.name()))?;
+        write(&control, &format!("+{name}"))?;
     }
     Ok(())
 }
 
-/// Writes the limit `limits` sets for `controller` into the sandbox's cgroup `dir`.
-pub(super) fn apply(dir: &Path, controller: Controller, limits: &Limits) -> Result<(), CgroupError> {
+/// Writes the limits `r` sets for `controller` into the sandbox's cgroup `dir`.
+pub(super) fn apply(dir: &Path, controller: Controller, r: &ResourcePlan) -> Result<(), CgroupError> {
+    let limit = |v: i64| if v < 0 { "max".to_string() } else { v.to_string() };
     match controller {
         Controller::Memory => {
-            if let Some(bytes) = limits.memory_bytes {
-                write(&dir.join("memory.max"), &bytes.to_string())?;
-                // Without swap the limit is the whole budget, so an overrun is an OOM kill
-                // rather than a slow swap-out.
-                let swap = dir.join("memory.swap.max");
-                if swap.exists() {
-                    write(&swap, "0")?;
+            let m = &r.memory;
+            if let Some(l) = m.limit {
+                write(&dir.join("memory.max"), &limit(l))?;
+            }
+            if let Some(v) = m.reservation {
+                write(&dir.join("memory.low"), &limit(v))?;
+            }
+            // OCI's swap is memory plus swap (v1's memsw); cgroup2 limits swap alone.
+            if let Some(swap) = m.swap {
+                let file = dir.join("memory.swap.max");
+                if file.exists() {
+                    let value = match (swap, m.limit) {
+                        (s, _) if s < 0 => "max".to_string(),
+                        (s, Some(l)) if l >= 0 => s.saturating_sub(l).max(0).to_string(),
+                        (s, _) => s.to_string(),
+                    };
+                    write(&file, &value)?;
+                }
+            }
+            if m.disable_oom_killer == Some(true) {
+                let file = dir.join("memory.oom.group");
+                if file.exists() {
+                    write(&file, "0")?;
                 }
             }
         }
         Controller::Cpu => {
-            if let Some(quota) = super::cpu_quota_us(limits)? {
-                write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+            let c = &r.cpu;
+            if let Some(shares) = c.shares {
+                // The runc/crun conversion of v1 shares (2..262144) to v2 weight (1..10000).
+                let weight = 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142;
+                write(&dir.join("cpu.weight"), &weight.to_string())?;
+            }
+            if c.quota.is_some() || c.period.is_some() {
+                let period = c.period.unwrap_or(super::CPU_PERIOD_US);
+                let quota = c.quota.map_or("max".to_string(), limit);
+                write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+            }
+        }
+        Controller::Cpuset => {
+            if let Some(cpus) = &r.cpu.cpus {
+                write(&dir.join("cpuset.cpus"), cpus)?;
+            }
+            if let Some(mems) = &r.cpu.mems {
+                write(&dir.join("cpuset.mems"), mems)?;
             }
         }
         Controller::Pids => {
-            if let Some(pids) = limits.pids {
-                write(&dir.join("pids.max"), &pids.to_string())?;
+            if let Some(n) = r.pids {
+                write(&dir.join("pids.max"), &limit(n))?;
             }
         }
+        Controller::Devices => devices::attach_v2(dir, &r.devices)?,
+        Controller::Blkio => {
+            for (file, major, minor, rate) in &r.block_io.throttle {
+                let key = match file.as_str() {
+                    "blkio.throttle.read_bps_device" => "rbps",
+                    "blkio.throttle.write_bps_device" => "wbps",
+                    "blkio.throttle.read_iops_device" => "riops",
+                    "blkio.throttle.write_iops_device" => "wiops",
+                    _ => continue,
+                };
+                write(&dir.join("io.max"), &format!("{major}:{minor} {key}={rate}"))?;
+            }
+            if let Some(w) = r.block_io.weight {
+                // v1 weights run 10..1000, v2's 1..10000.
+                let weight = 1 + (u64::from(w).clamp(10, 1000) - 10) * 9999 / 990;
+                write(&dir.join("io.weight"), &weight.to_string())?;
+            }
+        }
+        Controller::Hugetlb => {
+            for (size, bytes) in &r.hugepages {
+                write(&dir.join(format!("hugetlb.{size}.max")), &bytes.to_string())?;
+            }
+        }
+        Controller::Freezer | Controller::NetCls | Controller::NetPrio => {}
     }
     Ok(())
+}
+
+/// Freezes or thaws the cgroup (`cgroup.freeze`) and waits for `cgroup.events` to agree.
+pub(super) fn freeze(dir: &Path, frozen: bool) -> Result<(), CgroupError> {
+    write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+    let want = u64::from(frozen);
+    for _ in 0..1000 {
+        if read_keyed(&dir.join("cgroup.events"), "frozen") == Some(want) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Err(CgroupError::StillBusy {
+        path: dir.join("cgroup.freeze"),
+        pids: Vec::new(),
+    })
 }
 
 /// Whether the kernel OOM-killed a process of the cgroup (`oom_kill` in memory.events).
@@ -59,14 +134,20 @@ pub(super) fn stats(dir: &Path, controller: Controller, stats: &mut CgroupStats)
         Controller::Memory => {
             stats.memory_current_bytes = read_u64(&dir.join("memory.current"));
             stats.memory_peak_bytes = read_u64(&dir.join("memory.peak"));
+            stats.memory_limit_bytes = read_u64(&dir.join("memory.max"));
         }
         Controller::Cpu => {
             let stat = dir.join("cpu.stat");
+            stats.cpu_usage_usec = read_keyed(&stat, "usage_usec");
             stats.cpu_nr_periods = read_keyed(&stat, "nr_periods");
             stats.cpu_nr_throttled = read_keyed(&stat, "nr_throttled");
             stats.cpu_throttled_usec = read_keyed(&stat, "throttled_usec");
         }
-        Controller::Pids => stats.pids_current = read_u64(&dir.join("pids.current")),
+        Controller::Pids => {
+            stats.pids_current = read_u64(&dir.join("pids.current"));
+            stats.pids_limit = read_u64(&dir.join("pids.max"));
+        }
+        _ => {}
     }
 }
 
@@ -75,6 +156,7 @@ mod tests {
     //! This host's cgroup2 hierarchy carries no controllers (they are bound to v1), so the v2
     //! file handling is checked on a directory laid out like a cgroup2 one.
     use super::*;
+    use sandbox_protocol::isolation::{CpuLimits, MemoryLimits};
 
     fn fake_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -88,6 +170,23 @@ mod tests {
         fs::read_to_string(dir.join(name)).unwrap()
     }
 
+    fn limits() -> ResourcePlan {
+        ResourcePlan {
+            memory: MemoryLimits {
+                limit: Some(256 << 20),
+                swap: Some(256 << 20),
+                ..MemoryLimits::default()
+            },
+            cpu: CpuLimits {
+                quota: Some(150_000),
+                period: Some(100_000),
+                ..CpuLimits::default()
+            },
+            pids: Some(64),
+            ..ResourcePlan::default()
+        }
+    }
+
     #[test]
     fn limits_go_to_the_v2_files_and_swap_is_closed() {
         let cg = fake_dir(&[
@@ -96,13 +195,8 @@ mod tests {
             ("cpu.max", ""),
             ("pids.max", ""),
         ]);
-        let limits = Limits {
-            memory_bytes: Some(256 << 20),
-            cpus: Some(1.5),
-            pids: Some(64),
-        };
-        for c in Controller::ALL {
-            apply(cg.path(), c, &limits).unwrap();
+        for c in [Controller::Memory, Controller::Cpu, Controller::Pids] {
+            apply(cg.path(), c, &limits()).unwrap();
         }
         assert_eq!(read(cg.path(), "memory.max"), "268435456");
         assert_eq!(read(cg.path(), "memory.swap.max"), "0");
@@ -113,11 +207,7 @@ mod tests {
     #[test]
     fn a_missing_limit_file_is_an_error_naming_it() {
         let cg = tempfile::tempdir().unwrap();
-        let limits = Limits {
-            pids: Some(5),
-            ..Limits::default()
-        };
-        let msg = apply(cg.path(), Controller::Pids, &limits)
+        let msg = apply(cg.path(), Controller::Pids, &limits())
             .unwrap_err()
             .to_string();
         assert!(msg.contains("pids.max"), "{msg}");
@@ -126,13 +216,14 @@ mod tests {
     #[test]
     fn controllers_are_enabled_only_where_missing() {
         let root = fake_dir(&[("cgroup.subtree_control", "cpu memory\n")]);
-        fs::create_dir(root.path().join(super::super::PARENT)).unwrap();
-        let parent = root.path().join(super::super::PARENT);
+        let parent = root.path().join("sandbox");
+        fs::create_dir(&parent).unwrap();
         fs::write(parent.join("cgroup.subtree_control"), "").unwrap();
-        enable(root.path(), Controller::Memory).unwrap();
+        let chain = [root.path().to_path_buf(), parent.clone()];
+        enable(&chain, "memory").unwrap();
         assert_eq!(read(root.path(), "cgroup.subtree_control"), "cpu memory\n");
         assert_eq!(read(&parent, "cgroup.subtree_control"), "+memory");
-        enable(root.path(), Controller::Pids).unwrap();
+        enable(&chain, "pids").unwrap();
         assert_eq!(read(root.path(), "cgroup.subtree_control"), "+pids");
     }
 
@@ -145,15 +236,17 @@ mod tests {
             ),
             ("memory.current", "1048576\n"),
             ("memory.peak", "33554432\n"),
+            ("memory.max", "max\n"),
             (
                 "cpu.stat",
                 "usage_usec 900\nnr_periods 12\nnr_throttled 11\nthrottled_usec 841584\n",
             ),
             ("pids.current", "3\n"),
+            ("pids.max", "64\n"),
         ]);
         assert!(oom_killed(cg.path()));
         let mut stats = CgroupStats::default();
-        for c in Controller::ALL {
+        for c in [Controller::Memory, Controller::Cpu, Controller::Pids] {
             super::stats(cg.path(), c, &mut stats);
         }
         assert_eq!(
@@ -161,10 +254,13 @@ mod tests {
             CgroupStats {
                 memory_current_bytes: Some(1 << 20),
                 memory_peak_bytes: Some(32 << 20),
+                memory_limit_bytes: None,
+                cpu_usage_usec: Some(900),
                 cpu_nr_periods: Some(12),
                 cpu_nr_throttled: Some(11),
                 cpu_throttled_usec: Some(841584),
                 pids_current: Some(3),
+                pids_limit: Some(64),
             }
         );
         let calm = fake_dir(&[("memory.events", "oom 0\noom_kill 0\n")]);

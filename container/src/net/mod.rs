@@ -1,9 +1,10 @@
 //! The host side of `--net host`: a veth pair whose host end `sbx<id>` carries the first address
-//! of a private /30 (chosen as `subnet.rs` describes: from 10.213.0.0/16, starting at a slot
-//! derived from the id) and whose other end is created directly in the sandbox's network
-//! namespace as `eth0`. The guest program configures `eth0` from the
-//! [`NetPlan`] this returns, with the host end as gateway. No NAT: host and sandbox reach each
-//! other, nothing else.
+//! of a private /30 and whose other end is created directly in the sandbox's network namespace
+//! as `eth0`. Which /30 is the runtime core's choice (its address allocator, shared with VM
+//! mode's taps); this module makes the links and answers the netlink questions and requests the
+//! allocator needs ([`address_table`], [`add_address`], [`remove_address`]). The container's
+//! first process configures `eth0` from [`HostLink::guest_plan`], with the host end as gateway.
+//! No NAT: host and sandbox reach each other, nothing else.
 //!
 //! The host end's name is `sbx<id>` when that fits the 15-character limit, else `sbx` and 12 hex
 //! digits of a hash of the id; its alias (`ip link` shows it) is always `sandbox:<id>`, which is
@@ -11,14 +12,12 @@
 //! dropping it deletes the host end, which deletes both.
 
 mod netlink;
-mod subnet;
 
 use netlink::{Body, Socket};
 use nix::errno::Errno;
 use nix::unistd::Pid;
 use sandbox_protocol::NetPlan;
 use std::net::Ipv4Addr;
-use subnet::Network;
 
 /// The name of the sandbox end of the pair.
 pub const GUEST_INTERFACE: &str = "eth0";
@@ -28,8 +27,6 @@ pub const HOST_PREFIX: &str = "sbx";
 const ALIAS_PREFIX: &str = "sandbox:";
 /// The kernel's limit on interface names (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
-/// How often a /30 is retried after losing a race with another sandbox for it.
-const CLAIM_ATTEMPTS: usize = 8;
 
 /// Errors setting up or removing a sandbox's veth pair.
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +42,6 @@ pub enum NetError {
     Exists { name: String, id: String },
     #[error("process {pid} is gone: the sandbox exited before its network was set up")]
     ChildGone { pid: i32 },
-    #[error(
-        "no free /30 left in {}/{}: every one overlaps a host address or route; remove stale \
-         sandbox links with `sandbox gc`",
-        subnet::BLOCK,
-        subnet::BLOCK_PREFIX
-    )]
-    NoFreeSubnet,
     #[error("{op} failed: {errno}{}", hint(*.errno))]
     Netlink { op: String, errno: Errno },
 }
@@ -103,18 +93,33 @@ pub fn host_name_for(id: &str) -> String {
 pub struct HostLink {
     id: String,
     name: String,
+    index: u32,
     host: Ipv4Addr,
     guest: Ipv4Addr,
+    prefix_len: u8,
     deleted: bool,
 }
 
 impl HostLink {
+    /// The host end's interface index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Records the addresses the runtime core's allocator gave the link (it assigned the host
+    /// end's and brought the link up).
+    pub fn set_addresses(&mut self, host: Ipv4Addr, guest: Ipv4Addr, prefix_len: u8) {
+        self.host = host;
+        self.guest = guest;
+        self.prefix_len = prefix_len;
+    }
+
     /// What the guest program needs to configure its end.
     pub fn guest_plan(&self) -> NetPlan {
         NetPlan {
             interface: GUEST_INTERFACE.to_string(),
             address: self.guest,
-            prefix_len: subnet::LINK_PREFIX,
+            prefix_len: self.prefix_len,
             gateway: Some(self.host),
         }
     }
@@ -154,9 +159,10 @@ impl Drop for HostLink {
     }
 }
 
-/// Creates the veth pair for sandbox `id`: `sbx<id>` on the host, up, with the first address of
-/// a free /30; `eth0` in the network namespace of process `child`. On failure nothing is left.
-pub fn setup_host_link(id: &str, child: Pid) -> Result<HostLink, NetError> {
+/// Creates the veth pair for sandbox `id`: `sbx<id>` on the host (down, without an address yet:
+/// the runtime core's allocator gives it one), `eth0` in the network namespace of process
+/// `child`. On failure nothing is left.
+pub fn create_veth(id: &str, child: Pid) -> Result<HostLink, NetError> {
     validate_id(id)?;
     let name = host_name_for(id);
     let mut sock = open()?;
@@ -196,104 +202,86 @@ pub fn setup_host_link(id: &str, child: Pid) -> Result<HostLink, NetError> {
             ))
         }
     }
-
-    // From here on, dropping `link` deletes the pair.
+    // From here on, dropping the link deletes the pair.
     let mut link = HostLink {
         id: id.to_string(),
         name,
+        index: 0,
         host: Ipv4Addr::UNSPECIFIED,
         guest: Ipv4Addr::UNSPECIFIED,
+        prefix_len: 0,
         deleted: false,
     };
-    let index = nix::net::if_::if_nametoindex(link.name.as_str())
-        .map_err(|e| fail(format!("looking up interface {}", link.name), e))?;
-    let (host, guest) = claim_subnet(&mut sock, id, index)?;
-    link.host = host;
-    link.guest = guest;
-
-    let mut body = Body::new(&netlink::ifinfomsg(
-        index as i32,
-        netlink::IFF_UP,
-        netlink::IFF_UP,
-    ));
-    body.attr_str(netlink::IFLA_IFALIAS, &format!("{ALIAS_PREFIX}{id}"));
-    sock.request(netlink::RTM_NEWLINK, 0, &body)
-        .map_err(|e| fail(format!("bringing up {}", link.name), e))?;
+    link.index = index_of(&link.name)?;
     Ok(link)
 }
 
-/// Gives an existing host interface `name` (a VM's tap) the host address of a free /30 from the
-/// same block and by the same rules as the veth pairs, marks it as sandbox `id`'s, brings it up,
-/// and returns the guest side's [`NetPlan`]. The interface's owner removes it (a tap vanishes
-/// with its file descriptor).
-pub fn claim_host_address(id: &str, name: &str) -> Result<NetPlan, NetError> {
-    validate_id(id)?;
+/// The index of host interface `name`.
+pub fn index_of(name: &str) -> Result<u32, NetError> {
+    nix::net::if_::if_nametoindex(name).map_err(|e| fail(format!("looking up interface {name}"), e))
+}
+
+/// The host's IPv4 addresses (with their interface) and route destinations, all tables.
+#[derive(Debug, Clone, Default)]
+pub struct AddressTable {
+    /// `(interface index, address, prefix length)`.
+    pub addresses: Vec<(u32, Ipv4Addr, u8)>,
+    /// `(destination, prefix length)`.
+    pub routes: Vec<(Ipv4Addr, u8)>,
+}
+
+/// Reads the host's [`AddressTable`].
+pub fn address_table() -> Result<AddressTable, NetError> {
     let mut sock = open()?;
-    let index =
-        nix::net::if_::if_nametoindex(name).map_err(|e| fail(format!("looking up interface {name}"), e))?;
-    let (host, guest) = claim_subnet(&mut sock, id, index)?;
+    Ok(AddressTable {
+        addresses: host_addresses(&mut sock)?,
+        routes: host_routes(&mut sock)?,
+    })
+}
+
+/// Gives interface `index` the address `address/prefix_len`; an address someone else already
+/// claimed on it answers EEXIST.
+pub fn add_address(index: u32, address: Ipv4Addr, prefix_len: u8) -> Result<(), NetError> {
+    let body = address_body(index, address, prefix_len);
+    let flags = netlink::NLM_F_CREATE | netlink::NLM_F_EXCL;
+    open()?.request(netlink::RTM_NEWADDR, flags, &body).map_err(|e| {
+        fail(
+            format!("adding address {address}/{prefix_len} to a sandbox link"),
+            e,
+        )
+    })
+}
+
+/// Takes `address/prefix_len` off interface `index`.
+pub fn remove_address(index: u32, address: Ipv4Addr, prefix_len: u8) -> Result<(), NetError> {
+    let body = address_body(index, address, prefix_len);
+    open()?
+        .request(netlink::RTM_DELADDR, 0, &body)
+        .map_err(|e| fail(format!("removing contested address {address}"), e))
+}
+
+/// Marks interface `index` as sandbox `id`'s (its alias) and brings it up.
+pub fn mark_and_bring_up(index: u32, id: &str, name: &str) -> Result<(), NetError> {
     let mut body = Body::new(&netlink::ifinfomsg(
         index as i32,
         netlink::IFF_UP,
         netlink::IFF_UP,
     ));
     body.attr_str(netlink::IFLA_IFALIAS, &format!("{ALIAS_PREFIX}{id}"));
-    sock.request(netlink::RTM_NEWLINK, 0, &body)
-        .map_err(|e| fail(format!("bringing up {name}"), e))?;
-    Ok(NetPlan {
-        interface: GUEST_INTERFACE.to_string(),
-        address: guest,
-        prefix_len: subnet::LINK_PREFIX,
-        gateway: Some(host),
-    })
+    open()?
+        .request(netlink::RTM_NEWLINK, 0, &body)
+        .map_err(|e| fail(format!("bringing up {name}"), e))
 }
 
-/// Gives interface `index` the host address of a free /30 and returns `(host, guest)`. Two
-/// sandboxes started at once may pick the same /30; each then sees the other's address and the
-/// one with the higher interface index moves on to the next.
-fn claim_subnet(sock: &mut Socket, id: &str, index: u32) -> Result<(Ipv4Addr, Ipv4Addr), NetError> {
-    let mut lost = Vec::new();
-    for _ in 0..CLAIM_ATTEMPTS {
-        let mut used = host_addresses(sock)?
-            .into_iter()
-            .map(|(_, net)| net)
-            .collect::<Vec<Network>>();
-        used.extend(host_routes(sock)?);
-        let slot = subnet::choose(id, &used, &lost).ok_or(NetError::NoFreeSubnet)?;
-        let (host, guest) = subnet::addresses(slot);
-        let body = address_body(index, host);
-        let flags = netlink::NLM_F_CREATE | netlink::NLM_F_EXCL;
-        sock.request(netlink::RTM_NEWADDR, flags, &body).map_err(|e| {
-            fail(
-                format!("adding address {host}/{} to sandbox link", subnet::LINK_PREFIX),
-                e,
-            )
-        })?;
-
-        let rival = host_addresses(sock)?.into_iter().any(|(other, net)| {
-            other < index
-                && subnet::overlaps((host, subnet::LINK_PREFIX), net)
-                && net.1 >= subnet::BLOCK_PREFIX
-        });
-        if !rival {
-            return Ok((host, guest));
-        }
-        sock.request(netlink::RTM_DELADDR, 0, &body)
-            .map_err(|e| fail(format!("removing contested address {host}"), e))?;
-        lost.push(slot);
-    }
-    Err(NetError::NoFreeSubnet)
-}
-
-fn address_body(index: u32, address: Ipv4Addr) -> Body {
-    let mut body = Body::new(&netlink::ifaddrmsg(subnet::LINK_PREFIX, index));
+fn address_body(index: u32, address: Ipv4Addr, prefix_len: u8) -> Body {
+    let mut body = Body::new(&netlink::ifaddrmsg(prefix_len, index));
     body.attr(netlink::IFA_LOCAL, &address.octets());
     body.attr(netlink::IFA_ADDRESS, &address.octets());
     body
 }
 
 /// Every IPv4 address on the host: `(interface index, (address, prefix length))`.
-fn host_addresses(sock: &mut Socket) -> Result<Vec<(u32, Network)>, NetError> {
+fn host_addresses(sock: &mut Socket) -> Result<Vec<(u32, Ipv4Addr, u8)>, NetError> {
     let replies = sock
         .dump(netlink::RTM_GETADDR, &Body::new(&netlink::ifaddrmsg(0, 0)))
         .map_err(|e| fail("listing host addresses", e))?;
@@ -306,13 +294,13 @@ fn host_addresses(sock: &mut Socket) -> Result<Vec<(u32, Network)>, NetError> {
             netlink::attrs(&body[8..])
                 .filter(|(ty, _)| *ty == netlink::IFA_LOCAL || *ty == netlink::IFA_ADDRESS)
                 .find_map(|(_, p)| <[u8; 4]>::try_from(p).ok())
-                .map(|a| (index, (Ipv4Addr::from(a), prefix)))
+                .map(|a| (index, Ipv4Addr::from(a), prefix))
         })
         .collect())
 }
 
 /// Every IPv4 route destination on the host, in all tables.
-fn host_routes(sock: &mut Socket) -> Result<Vec<Network>, NetError> {
+fn host_routes(sock: &mut Socket) -> Result<Vec<(Ipv4Addr, u8)>, NetError> {
     let replies = sock
         .dump(netlink::RTM_GETROUTE, &Body::new(&netlink::rtmsg()))
         .map_err(|e| fail("listing host routes", e))?;

@@ -22,7 +22,7 @@ mod name;
 mod store;
 mod tarstream;
 mod tarwrite;
-mod time;
+pub mod time;
 mod unpack;
 
 use serde::{Deserialize, Serialize};

@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::path::Path;
 
 /// The PATH every workload starts with.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use sandbox_protocol::DEFAULT_PATH;
 
 /// Why the workload could not be started.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! Which /30 a sandbox's veth pair gets.
+//! Address allocation: which /30 a sandbox's network link gets — a container's veth pair or a
+//! VM's tap, by one rule for both.
 //!
 //! Every link takes a /30 from the dedicated block 10.213.0.0/16 (16384 of them): the first
 //! address for the host end, the second for the sandbox. The search starts at a slot derived from
@@ -8,21 +9,27 @@
 //! 10.0.0.0/8 via a VPN) do not count, since the /30's own, more specific route wins for
 //! host-to-sandbox traffic.
 
+use crate::error::CoreError;
+use sandbox_container::net;
+use sandbox_protocol::NetPlan;
 use std::net::Ipv4Addr;
 
+/// How often a /30 is retried after losing a race with another sandbox for it.
+const CLAIM_ATTEMPTS: usize = 8;
+
 /// The block every sandbox /30 comes from.
-pub(super) const BLOCK: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 0);
-pub(super) const BLOCK_PREFIX: u8 = 16;
+pub(crate) const BLOCK: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 0);
+pub(crate) const BLOCK_PREFIX: u8 = 16;
 /// Each link's prefix length.
-pub(super) const LINK_PREFIX: u8 = 30;
+pub(crate) const LINK_PREFIX: u8 = 30;
 /// How many /30s the block holds.
-pub(super) const SLOTS: u32 = 1 << (LINK_PREFIX - BLOCK_PREFIX);
+pub(crate) const SLOTS: u32 = 1 << (LINK_PREFIX - BLOCK_PREFIX);
 
 /// A network in use on the host: an address's or a route's network and prefix length.
-pub(super) type Network = (Ipv4Addr, u8);
+pub(crate) type Network = (Ipv4Addr, u8);
 
 /// The slot an id's search starts at.
-pub(super) fn preferred_slot(id: &str) -> u32 {
+pub(crate) fn preferred_slot(id: &str) -> u32 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {
         hash ^= u64::from(b);
@@ -32,7 +39,7 @@ pub(super) fn preferred_slot(id: &str) -> u32 {
 }
 
 /// Slot `slot`'s `(host, guest)` addresses.
-pub(super) fn addresses(slot: u32) -> (Ipv4Addr, Ipv4Addr) {
+pub(crate) fn addresses(slot: u32) -> (Ipv4Addr, Ipv4Addr) {
     let base = u32::from(BLOCK) + (slot % SLOTS) * 4;
     (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
 }
@@ -45,13 +52,13 @@ fn mask(prefix: u8) -> u32 {
 }
 
 /// Whether two networks share any address.
-pub(super) fn overlaps(a: Network, b: Network) -> bool {
+pub(crate) fn overlaps(a: Network, b: Network) -> bool {
     let m = mask(a.1.min(b.1));
     u32::from(a.0) & m == u32::from(b.0) & m
 }
 
 /// Whether `slot` is free given the networks in use.
-pub(super) fn is_free(slot: u32, used: &[Network]) -> bool {
+pub(crate) fn is_free(slot: u32, used: &[Network]) -> bool {
     let (host, _) = addresses(slot);
     used.iter()
         .filter(|n| n.1 >= BLOCK_PREFIX)
@@ -59,11 +66,55 @@ pub(super) fn is_free(slot: u32, used: &[Network]) -> bool {
 }
 
 /// The first free slot from `id`'s preferred one on, skipping `skip`.
-pub(super) fn choose(id: &str, used: &[Network], skip: &[u32]) -> Option<u32> {
+pub(crate) fn choose(id: &str, used: &[Network], skip: &[u32]) -> Option<u32> {
     let start = preferred_slot(id);
     (0..SLOTS)
         .map(|i| (start + i) % SLOTS)
         .find(|s| !skip.contains(s) && is_free(*s, used))
+}
+
+/// Gives host interface `name` (a veth's host end, or a tap) the host address of a free /30,
+/// marks it as sandbox `id`'s and brings it up; returns the guest side's [`NetPlan`]
+/// (`interface` is the name the guest sees). Two sandboxes started at once may pick the same
+/// /30; each then sees the other's address, and the one with the higher interface index moves
+/// on to the next.
+pub fn claim(id: &str, name: &str, guest_interface: &str) -> Result<NetPlan, CoreError> {
+    let index = net::index_of(name)?;
+    let mut lost = Vec::new();
+    for _ in 0..CLAIM_ATTEMPTS {
+        let table = net::address_table()?;
+        let used: Vec<Network> = table
+            .addresses
+            .iter()
+            .map(|&(_, a, p)| (a, p))
+            .chain(table.routes.iter().copied())
+            .collect();
+        let slot = choose(id, &used, &lost).ok_or(CoreError::NoFreeSubnet {
+            block: format!("{BLOCK}/{BLOCK_PREFIX}"),
+        })?;
+        let (host, guest) = addresses(slot);
+        net::add_address(index, host, LINK_PREFIX)?;
+        let rival = net::address_table()?
+            .addresses
+            .into_iter()
+            .any(|(other, addr, prefix)| {
+                other < index && overlaps((host, LINK_PREFIX), (addr, prefix)) && prefix >= BLOCK_PREFIX
+            });
+        if !rival {
+            net::mark_and_bring_up(index, id, name)?;
+            return Ok(NetPlan {
+                interface: guest_interface.to_string(),
+                address: guest,
+                prefix_len: LINK_PREFIX,
+                gateway: Some(host),
+            });
+        }
+        net::remove_address(index, host, LINK_PREFIX)?;
+        lost.push(slot);
+    }
+    Err(CoreError::NoFreeSubnet {
+        block: format!("{BLOCK}/{BLOCK_PREFIX}"),
+    })
 }
 
 #[cfg(test)]

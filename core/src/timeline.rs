@@ -1,8 +1,6 @@
-//! Phase timestamps across the launcher and the container's first process.
-//!
-//! Both read `CLOCK_MONOTONIC`, which is one clock for the whole machine, so the child can send
-//! raw readings through its status pipe and the launcher turns them into microseconds since its
-//! own start.
+//! The phase timeline of one sandbox: readings of the machine-wide monotonic clock
+//! ([`sandbox_protocol::trace::now_ns`]) from the launcher, the container's first process or the
+//! VMM, turned into microseconds since the launcher started.
 
 use sandbox_spec::Timing;
 

@@ -1,12 +1,14 @@
-//! The launcher library against a real kernel: a hand-built image (busybox-static plus the
-//! guest program) run with `sandbox_container::run`. Needs root, busybox-static and a built
-//! `sandbox-guest` (part of the workspace build).
+//! The runtime core's `sandbox run` path against a real kernel: a hand-built image (busybox-static
+//! plus the guest program) run as a container through `sandbox_core::run_spec` (create, start,
+//! wait, delete). Needs root, busybox-static and a built `sandbox-guest` (part of the workspace
+//! build).
 //!
-//! `run` clones with fork semantics, so these tests take a lock: one container at a time in
-//! this test process, no other test thread allocating while the child is created.
+//! The launcher clones with fork semantics, so these tests take a lock: one container at a time
+//! in this test process, no other test thread allocating while the child is created.
 
-use sandbox_container::{run, Image};
-use sandbox_spec::SandboxSpec;
+use sandbox_core::{CoreError, Mode};
+use sandbox_image::{ResolvedImage, RunConfig};
+use sandbox_spec::{Outcome, SandboxSpec};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -25,7 +27,7 @@ fn guest_binary() -> PathBuf {
 }
 
 /// A one-layer image in `dir`: /bin/busybox with its applets as links, /usr/bin/sandbox-guest.
-fn image(dir: &Path) -> Image {
+fn image(dir: &Path) -> ResolvedImage {
     let busybox = Path::new("/bin/busybox");
     assert!(
         busybox.is_file(),
@@ -46,17 +48,31 @@ fn image(dir: &Path) -> Image {
         }
     }
     std::fs::copy(guest_binary(), layer.join("usr/bin/sandbox-guest")).unwrap();
-    Image {
+    ResolvedImage {
         name: "handmade".into(),
+        digest: "sha256:handmade".into(),
         layers: vec![layer],
-        ..Image::default()
+        config: RunConfig::default(),
     }
+}
+
+/// `sandbox run --mode container` of `spec` with `image`.
+fn run(spec: &SandboxSpec, image: &ResolvedImage) -> Result<Outcome, CoreError> {
+    let started = sandbox_core::trace::now_ns();
+    sandbox_core::run_spec(
+        spec,
+        image,
+        Mode::Container,
+        sandbox_core::vm::VmOptions::new(),
+        started,
+    )
+    .map(|r| r.outcome)
 }
 
 struct Env {
     _home: tempfile::TempDir,
     _images: tempfile::TempDir,
-    image: Image,
+    image: ResolvedImage,
 }
 
 fn setup() -> Env {

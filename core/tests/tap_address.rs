@@ -1,6 +1,6 @@
-//! The VM's tap gets its /30 from container mode's allocator (one implementation for both
-//! modes): a real tap (this suite runs as root, like the VMM) claimed with
-//! `sandbox_container::net::claim_host_address`, as `run --mode vm --net host` does.
+//! The runtime core's address allocator gives a VM's tap its /30 (the same allocator, and block,
+//! as container veths): a real tap (this suite runs as root, like the VMM) claimed with
+//! `sandbox_core::address::claim`, as `run --mode vm --net host` does.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -10,9 +10,9 @@ use sandbox_vmm::tap::Tap;
 #[test]
 fn a_tap_gets_a_30_from_the_container_block_and_vanishes_when_closed() {
     let id = format!("{:08x}", std::process::id().wrapping_mul(2_654_435_761));
-    let name = format!("{}{id}", sandbox_vmm::sandbox::TAP_PREFIX);
+    let name = format!("{}{id}", sandbox_core::vm::TAP_PREFIX);
     let tap = Tap::create(&name).expect("creating a tap needs root or CAP_NET_ADMIN and /dev/net/tun");
-    let plan = sandbox_container::net::claim_host_address(&id, &name).unwrap();
+    let plan = sandbox_core::address::claim(&id, &name, "eth0").unwrap();
     let host = plan.gateway.expect("the host end is the gateway");
     assert_eq!(plan.prefix_len, 30);
     assert_eq!(plan.interface, "eth0");

@@ -1,4 +1,5 @@
-//! Real veth pairs on this host (run as root): a process in its own network namespace gets
+//! Real veth pairs on this host (run as root), as `sandbox run --net host` makes them (the
+//! launcher's veth, the core's address allocator): a process in its own network namespace gets
 //! `eth0`, the host end gets its address, TCP works both ways across the link, and dropping the
 //! owner or `remove_stale` deletes the link.
 //!
@@ -8,6 +9,8 @@
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{geteuid, Pid};
 use sandbox_container::net::{self, NetError};
+use sandbox_core::container::host_link;
+use sandbox_core::CoreError;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -21,7 +24,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 fn require_root_and_tools() {
     assert!(
         geteuid().is_root(),
-        "these tests create real network links: run them as root (sudo -E cargo test -p sandbox-container)"
+        "these tests create real network links: run them as root (sudo -E cargo test -p sandbox-core)"
     );
     for (tool, package) in [("ip", "iproute2"), ("nsenter", "util-linux")] {
         let found = Command::new(tool).arg("--version").output().is_ok();
@@ -83,7 +86,7 @@ fn the_host_and_the_sandbox_reach_each_other_over_tcp() {
     require_root_and_tools();
     let child = netns_child();
     let pid = pid_of(&child);
-    let link = net::setup_host_link(&test_id("tcp"), pid).unwrap();
+    let link = host_link(&test_id("tcp"), pid).unwrap();
     let host = link.host_address();
     let plan = link.guest_plan();
     eprintln!("link {} host {host}, plan {plan:?}", link.host_name());
@@ -180,7 +183,7 @@ fn remove_stale_deletes_a_leftover_link_found_by_its_alias() {
     // Longer than a 15-character interface name allows: the name is hashed, the alias keeps the id.
     let id = test_id("-leftover-with-a-long-id");
     let child = netns_child();
-    let link = net::setup_host_link(&id, pid_of(&child)).unwrap();
+    let link = host_link(&id, pid_of(&child)).unwrap();
     let name = link.host_name().to_string();
     assert!(name.len() <= 15 && name.starts_with("sbx"), "{name}");
     std::mem::forget(link);
@@ -200,9 +203,11 @@ fn a_second_link_for_the_same_id_is_refused_and_the_first_keeps_working() {
     let id = test_id("dup");
     let first_child = netns_child();
     let second_child = netns_child();
-    let link = net::setup_host_link(&id, pid_of(&first_child)).unwrap();
-    match net::setup_host_link(&id, pid_of(&second_child)) {
-        Err(e @ NetError::Exists { .. }) => assert!(e.to_string().contains("sandbox gc"), "{e}"),
+    let link = host_link(&id, pid_of(&first_child)).unwrap();
+    match host_link(&id, pid_of(&second_child)) {
+        Err(e @ CoreError::Net(NetError::Exists { .. })) => {
+            assert!(e.to_string().contains("sandbox gc"), "{e}")
+        }
         other => panic!("expected Exists, got {other:?}"),
     }
     assert!(has_link(link.host_name()));
@@ -215,8 +220,8 @@ fn a_second_link_for_the_same_id_is_refused_and_the_first_keeps_working() {
 fn two_sandboxes_get_different_subnets() {
     require_root_and_tools();
     let (a, b) = (netns_child(), netns_child());
-    let la = net::setup_host_link(&test_id("a"), pid_of(&a)).unwrap();
-    let lb = net::setup_host_link(&test_id("b"), pid_of(&b)).unwrap();
+    let la = host_link(&test_id("a"), pid_of(&a)).unwrap();
+    let lb = host_link(&test_id("b"), pid_of(&b)).unwrap();
     eprintln!(
         "{} {}, {} {}",
         la.host_name(),
@@ -240,8 +245,8 @@ fn a_gone_process_is_reported_and_nothing_is_left() {
     let pid = pid_of(&child);
     child.wait().unwrap();
     let id = test_id("gone");
-    match net::setup_host_link(&id, pid) {
-        Err(e @ NetError::ChildGone { .. }) => assert!(e.to_string().contains("gone"), "{e}"),
+    match host_link(&id, pid) {
+        Err(e @ CoreError::Net(NetError::ChildGone { .. })) => assert!(e.to_string().contains("gone"), "{e}"),
         other => panic!("expected ChildGone, got {other:?}"),
     }
     assert!(!has_link(&net::host_name_for(&id)));

@@ -1,12 +1,10 @@
-//! The image as the launcher sees it: unpacked layer directories (bottom first) and the
-//! image's run configuration, plus the checks made before anything is created — that the guest
-//! program is there, and that the command exists in the image.
+//! An image's layers as a read-only view, and the checks `sandbox run` makes on them before
+//! anything is created: that the guest program is there, and that the command exists in the
+//! image (or on a volume).
 
-use crate::ContainerError;
+use crate::error::CoreError;
+use sandbox_protocol::DEFAULT_PATH;
 use std::path::{Component, Path, PathBuf};
-
-/// The search path used when the image sets none (the OCI/Docker default).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// An image ready to be the lower layers of an overlay.
 #[derive(Debug, Clone, Default)]
@@ -100,19 +98,15 @@ fn normalize(path: &str) -> Vec<String> {
 
 /// Checks the image can run `argv0` and has the guest program; `volumes` are (guest path,
 /// host path) pairs that may supply the command instead.
-pub fn check(
-    image: &Image,
-    argv0: Option<&str>,
-    volumes: &[(String, PathBuf)],
-) -> Result<(), ContainerError> {
+pub fn check(image: &Image, argv0: Option<&str>, volumes: &[(String, PathBuf)]) -> Result<(), CoreError> {
     if image.layers.is_empty() {
-        return Err(ContainerError::EmptyImage {
+        return Err(CoreError::EmptyImage {
             image: image.name.clone(),
         });
     }
     let guest = sandbox_protocol::GUEST_PATH_IN_IMAGE;
     if !image.contains(guest) {
-        return Err(ContainerError::NoGuestProgram {
+        return Err(CoreError::NoGuestProgram {
             image: image.name.clone(),
             path: guest.to_string(),
         });
@@ -145,7 +139,7 @@ pub fn check(
     if candidates.iter().any(|c| image.contains(c) || on_volume(c)) {
         return Ok(());
     }
-    Err(ContainerError::CommandNotFound {
+    Err(CoreError::CommandNotFound {
         command: cmd.to_string(),
         image: image.name.clone(),
         searched: if cmd.contains('/') {
@@ -213,7 +207,7 @@ mod tests {
         };
         assert!(matches!(
             check(&image, None, &[]),
-            Err(ContainerError::NoGuestProgram { .. })
+            Err(CoreError::NoGuestProgram { .. })
         ));
     }
 }

@@ -1,0 +1,120 @@
+//! The runtime core: what both modes share, between the command lines (`sandbox`,
+//! `sandbox-runtime`) and the two backends.
+//!
+//! - [`id`]: what may name a sandbox; [`state`]: where a sandbox lives between commands (its
+//!   directory, `state.json`, which process holds it, its status);
+//! - [`plan`]: the one `(spec or OCI bundle, image) → Plan` path;
+//! - [`backend`]: the lifecycle (create, start, wait, kill, delete, pause, resume, stats) that
+//!   [`container`] and [`vm`] implement; [`lifecycle`]: `sandbox run` as create + start + wait +
+//!   delete; [`gc`]: what dead sandboxes left behind;
+//! - [`address`]: which /30 a sandbox's network link gets, in both modes;
+//! - [`timeline`]: phase timings from the machine-wide clock (the trace lines themselves are
+//!   `sandbox_protocol::trace`, shared with the guest and the VMM).
+
+pub mod address;
+pub mod backend;
+pub mod container;
+mod error;
+pub mod gc;
+pub mod id;
+pub mod lifecycle;
+pub mod plan;
+pub mod state;
+pub mod timeline;
+pub mod vm;
+
+pub use backend::{Backend, CreateRequest, Created, Holding, Stats};
+pub use error::CoreError;
+pub use sandbox_protocol::trace;
+pub use state::{Mode, Root, SandboxDir, State, Status};
+
+use sandbox_image::ResolvedImage;
+use sandbox_spec::{NetMode, Outcome, SandboxSpec};
+
+/// What `sandbox run` checks of the host before it resolves the image: a non-root user needs
+/// user namespaces and gets neither cgroup limits nor `--net host`; VM mode needs a kernel, a
+/// KVM that can run it, and limits it can honour.
+pub fn check_host(mode: Mode, spec: &SandboxSpec, vm: &vm::VmOptions) -> Result<(), CoreError> {
+    match mode {
+        Mode::Container => {
+            if !sandbox_container::namespaces::rootless() {
+                return Ok(());
+            }
+            let uid = nix::unistd::geteuid().as_raw();
+            sandbox_container::namespaces::check_user_namespaces()?;
+            let refuse = |what: &str, why: &str| {
+                CoreError::Container(sandbox_container::ContainerError::RootlessUnsupported {
+                    what: what.into(),
+                    uid,
+                    why: why.into(),
+                })
+            };
+            if spec.resources.any() {
+                return Err(refuse(
+                    "--memory/--cpus/--pids",
+                    "a delegated cgroup to put limits on",
+                ));
+            }
+            if spec.net == NetMode::Host {
+                return Err(refuse(
+                    "--net host",
+                    "CAP_NET_ADMIN on the host to create the veth pair",
+                ));
+            }
+            Ok(())
+        }
+        Mode::Vm => {
+            let resources = plan::spec_resources(&spec.resources);
+            let volumes: Vec<sandbox_protocol::VolumePlan> = spec
+                .volumes
+                .iter()
+                .map(|v| sandbox_protocol::VolumePlan {
+                    source: v.host.display().to_string(),
+                    target: v.guest.clone(),
+                    read_only: v.read_only,
+                })
+                .collect();
+            vm::check(&resources, &volumes, vm)?;
+            Ok(())
+        }
+    }
+}
+
+/// How a `sandbox run` ended, with VM mode's extras.
+#[derive(Debug)]
+pub struct RunResult {
+    pub outcome: Outcome,
+    pub vm: Option<vm::VmRun>,
+}
+
+/// `sandbox run`: creates the sandbox `spec` describes from `image` in `mode`, starts it,
+/// waits for it and deletes it. `started_ns` is the launcher's start (the zero of the timings).
+pub fn run_spec(
+    spec: &SandboxSpec,
+    image: &ResolvedImage,
+    mode: Mode,
+    vm_opts: vm::VmOptions,
+    started_ns: u64,
+) -> Result<RunResult, CoreError> {
+    if spec.trace {
+        trace::enable(started_ns);
+    }
+    let root = Root::run();
+    let id = root.new_id();
+    let assembled = plan::assemble(plan::Source::Spec { spec, image }, mode, &id)?;
+    match mode {
+        Mode::Container => {
+            let mut backend = container::ContainerBackend::new();
+            let outcome = lifecycle::run(&mut backend, &assembled, &root, &id, spec.net, started_ns)?;
+            Ok(RunResult { outcome, vm: None })
+        }
+        Mode::Vm => {
+            let mut backend = vm::VmBackend::new(image.clone(), vm_opts);
+            let outcome = lifecycle::run(&mut backend, &assembled, &root, &id, spec.net, started_ns)?;
+            Ok(RunResult {
+                outcome,
+                vm: backend.take_run(),
+            })
+        }
+    }
+}

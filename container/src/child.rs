@@ -612,7 +612,7 @@ fn keep_descriptors(cfg: &ChildConfig) -> Step {
 
 /// Marks every descriptor from `first` up close-on-exec, so nothing the launcher had open
 /// leaks into the container.
-fn mark_cloexec_from(first: u32) -> Step {
+pub(crate) fn mark_cloexec_from(first: u32) -> Step {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     match Errno::result(rc) {
@@ -639,7 +639,7 @@ fn mark_cloexec_from(first: u32) -> Step {
 
 /// Every signal back to its default action and none blocked: the launcher's Rust runtime
 /// ignores SIGPIPE and may have handlers, none of which the workload should inherit.
-fn reset_signals() {
+pub(crate) fn reset_signals() {
     for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
@@ -693,7 +693,7 @@ fn exec_args(cfg: &ChildConfig) -> Result<(CString, Vec<CString>, Vec<CString>),
 
 /// The execvp-style search: a name with `/` as it is, else the first executable file among
 /// `PATH`'s directories (or the name itself, for `execve` to fail on).
-fn find_program(program: &str, path_var: &str) -> String {
+pub(crate) fn find_program(program: &str, path_var: &str) -> String {
     if program.contains('/') {
         return program.to_string();
     }

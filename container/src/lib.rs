@@ -7,6 +7,7 @@
 //!   [`Prepared::spawn`] (cgroup, `clone` into the namespaces, id maps), [`Spawned::go`] (the first process sets itself up to "created"),
 //!   [`Spawned::start`], [`Spawned::wait`], or [`Spawned::detach`] for an OCI `create`;
 //! - [`child`](crate) (private): the first process's steps from `clone` to `execve`;
+//! - [`exec`]: another process into a running container (its namespaces and cgroup);
 //! - the pieces each step uses: [`namespaces`], [`rootfs`], [`mounts`], [`devices`],
 //!   [`protect`], [`terminal`], [`caps`], [`identity`], [`rlimits`], [`seccomp`], [`hooks`],
 //!   [`cgroups`] (v1, v2 and hybrid, with the device allowlist) and [`net`] (the veth pair).
@@ -21,6 +22,7 @@ pub mod cgroups;
 mod child;
 pub mod devices;
 mod error;
+pub mod exec;
 pub mod hooks;
 pub mod id;
 pub mod identity;

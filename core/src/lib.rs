@@ -6,7 +6,8 @@
 //! - [`plan`]: the one `(spec or OCI bundle, image) → Plan` path;
 //! - [`backend`]: the lifecycle (create, start, wait, kill, delete, pause, resume, stats) that
 //!   [`container`] and [`vm`] implement; [`lifecycle`]: `sandbox run` as create + start + wait +
-//!   delete; [`gc`]: what dead sandboxes left behind;
+//!   delete; [`oci`]: the same lifecycle one command at a time, for `sandbox-runtime`; [`gc`]:
+//!   what dead sandboxes left behind;
 //! - [`address`]: which /30 a sandbox's network link gets, in both modes;
 //! - [`timeline`]: phase timings from the machine-wide clock (the trace lines themselves are
 //!   `sandbox_protocol::trace`, shared with the guest and the VMM).
@@ -18,6 +19,7 @@ mod error;
 pub mod gc;
 pub mod id;
 pub mod lifecycle;
+pub mod oci;
 pub mod plan;
 pub mod state;
 pub mod timeline;

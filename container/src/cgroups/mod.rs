@@ -422,12 +422,15 @@ pub fn layout() -> Layout {
     Mounts::read().unwrap_or_default().layout()
 }
 
-/// A sandbox's cgroup (one directory per hierarchy). Dropping it kills the processes still
-/// inside and removes the directories it created; [`Cgroup::remove`] does the same and reports
-/// failures.
+/// A sandbox's cgroup (one directory per hierarchy). Dropping one this process created kills
+/// the processes still inside and removes the directories it created; [`Cgroup::remove`] does
+/// the same and reports failures. One opened from a state file ([`Cgroup::open`]) is only a
+/// handle: dropping it leaves everything as it is.
 #[derive(Debug)]
 pub struct Cgroup {
     parts: Vec<Part>,
+    /// Whether dropping it removes the cgroup.
+    owned: bool,
 }
 
 impl Cgroup {
@@ -454,7 +457,10 @@ impl Cgroup {
 
         // Parts are recorded as soon as their directory exists, so an error below drops
         // `cgroup`, which removes exactly what was created.
-        let mut cgroup = Cgroup { parts: Vec::new() };
+        let mut cgroup = Cgroup {
+            parts: Vec::new(),
+            owned: true,
+        };
         for part in planned {
             let began = sandbox_protocol::trace::start();
             let Some(part) = create_part(part, placement, &want)? else {
@@ -518,7 +524,7 @@ impl Cgroup {
                 })
             })
             .collect();
-        Cgroup { parts }
+        Cgroup { parts, owned: false }
     }
 
     /// Gives up ownership: the directories stay when this value is dropped. Returns them and
@@ -654,6 +660,9 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let parts = std::mem::take(&mut self.parts);
         if let Err(e) = teardown::remove(&parts) {
             let dirs: Vec<String> = parts.iter().map(|p| p.dir.display().to_string()).collect();

@@ -168,7 +168,7 @@ fn check_lsm(field: &str, value: Option<&str>) -> Result<(), CoreError> {
     Ok(())
 }
 
-fn apply_process(plan: &mut Plan, p: &oci::Process) -> Result<(), CoreError> {
+pub(super) fn apply_process(plan: &mut Plan, p: &oci::Process) -> Result<(), CoreError> {
     check_lsm("process.apparmorProfile", p.apparmor_profile.as_deref())?;
     check_lsm("process.selinuxLabel", p.selinux_label.as_deref())?;
     plan.command = p.args.clone();

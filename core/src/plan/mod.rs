@@ -103,3 +103,90 @@ pub fn assemble(source: Source, mode: Mode, id: &str) -> Result<Assembled, CoreE
         Source::Bundle(bundle) => bundle.assemble(mode),
     }
 }
+
+/// Reads an OCI `LinuxResources` object (`update --resources`), naming a bad field.
+pub fn parse_resources(json: &str) -> Result<sandbox_protocol::isolation::ResourcePlan, CoreError> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let r: oci::Resources = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| CoreError::Bundle(format!("resources JSON: at {}: {}", e.path(), e.inner())))?;
+    bundle::resources(&r)
+}
+
+/// What `exec` is asked to run: an OCI `process` object (what containerd and podman send), or a
+/// command with overrides of the container's own process.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// `--process FILE`'s contents.
+    pub process_json: Option<String>,
+    pub args: Vec<String>,
+    /// `KEY=VALUE`, added to the container's environment.
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    pub user: Option<(u32, u32)>,
+    pub terminal: bool,
+    /// Capabilities added to the container's sets.
+    pub caps: Vec<String>,
+    pub no_new_privileges: bool,
+}
+
+/// The Plan of the process `exec` runs: the container's own Plan (its isolation, seccomp
+/// profile, default identity), with the process replaced or overridden as `request` says.
+pub fn exec_plan(
+    container: &sandbox_protocol::Plan,
+    request: &ExecRequest,
+) -> Result<sandbox_protocol::Plan, CoreError> {
+    let mut plan = container.clone();
+    if let Some(json) = &request.process_json {
+        let mut de = serde_json::Deserializer::from_str(json);
+        let p: oci::Process = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| CoreError::Bundle(format!("process JSON: at {}: {}", e.path(), e.inner())))?;
+        if p.args.is_empty() {
+            return Err(CoreError::Bundle(
+                "the process has no args: give the command to run".into(),
+            ));
+        }
+        bundle::apply_process(&mut plan, &p)?;
+        return Ok(plan);
+    }
+    if request.args.is_empty() {
+        return Err(CoreError::Bundle(
+            "no command: give --process FILE or the command after the id".into(),
+        ));
+    }
+    plan.command = request.args.clone();
+    for kv in &request.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        plan.env.retain(|(name, _)| name != k);
+        plan.env.push((k.to_string(), v.to_string()));
+    }
+    if let Some(cwd) = &request.cwd {
+        plan.workdir = Some(cwd.clone());
+    }
+    if request.user.is_some() {
+        plan.user = request.user;
+    }
+    plan.process.terminal = request.terminal;
+    plan.process.no_new_privileges |= request.no_new_privileges;
+    if !request.caps.is_empty() {
+        let mut sets = plan.process.capabilities.clone().unwrap_or_default();
+        for cap in &request.caps {
+            if sandbox_container::caps::number(cap).is_none() {
+                return Err(CoreError::Bundle(format!(
+                    "--cap {cap}: unknown capability: use names like CAP_KILL"
+                )));
+            }
+            for set in [
+                &mut sets.bounding,
+                &mut sets.effective,
+                &mut sets.permitted,
+                &mut sets.inheritable,
+            ] {
+                if !set.contains(cap) {
+                    set.push(cap.clone());
+                }
+            }
+        }
+        plan.process.capabilities = Some(sets);
+    }
+    Ok(plan)
+}

@@ -268,7 +268,8 @@ fn wait_for_go(cfg: &ChildConfig) -> Result<Option<Go>, StepError> {
     })
 }
 
-/// Step 2: the namespaces given by path, the cgroup namespace, a session of its own.
+/// Step 2: the namespaces given by path, root of the user namespace, the cgroup namespace, a
+/// session of its own.
 fn enter_namespaces(cfg: &ChildConfig) -> Step {
     for join in cfg
         .joins
@@ -282,6 +283,24 @@ fn enter_namespaces(cfg: &ChildConfig) -> Step {
         trace::step("namespace", began, || {
             format!("{} joined from {} by setns", join.kind.proc_name(), join.path)
         });
+    }
+    if cfg.user_namespace {
+        // The first process still carries the launcher's host uid, which the namespace's map
+        // need not contain (then it is the overflow uid, and cannot create files): become the
+        // namespace's root, as its maps say.
+        if !cfg.rootless {
+            ctx(nix::unistd::setgroups(&[]), || {
+                "dropping supplementary groups in the user namespace".into()
+            })?;
+        }
+        let root_gid = nix::unistd::Gid::from_raw(0);
+        let root_uid = nix::unistd::Uid::from_raw(0);
+        ctx(nix::unistd::setresgid(root_gid, root_gid, root_gid), || {
+            "becoming group 0 of the user namespace (is gid 0 in linux.gidMappings?)".into()
+        })?;
+        ctx(nix::unistd::setresuid(root_uid, root_uid, root_uid), || {
+            "becoming root of the user namespace (is uid 0 in linux.uidMappings?)".into()
+        })?;
     }
     if cfg.new_cgroup_namespace {
         let began = trace::start();
@@ -415,6 +434,10 @@ fn open_terminal(cfg: &mut ChildConfig) -> Result<Pty, StepError> {
     }
     let console = crate::secure_path::resolve(&cfg.rootfs, "/dev/console", crate::secure_path::Leaf::File)?;
     crate::sys::bind(&pty.slave_path, &console, false)?;
+    // The terminal is the process's stdio from now on: the stdio `create` was given is let go
+    // at once, so whoever waits for it to close (containerd's shim, conmon) is not held up
+    // until `start`.
+    terminal::become_stdio(&pty.slave)?;
     if let ExecTarget::Direct { identity, .. } = &cfg.exec {
         // The workload's user owns its terminal, as login does.
         let _ = nix::unistd::fchown(
@@ -495,9 +518,6 @@ fn hook_state(cfg: &ChildConfig, go: &Go, status: &str) -> String {
 fn exec_workload(cfg: &mut ChildConfig, pty: Option<Pty>) -> Result<Ending, StepError> {
     if matches!(cfg.exec, ExecTarget::Nothing) {
         return Ok(Ending::Exit(0));
-    }
-    if let Some(pty) = &pty {
-        terminal::become_stdio(&pty.slave)?;
     }
     keep_descriptors(cfg)?;
     if !cfg.no_new_privileges {

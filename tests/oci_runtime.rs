@@ -340,3 +340,22 @@ fn recv_fd(stream: &std::os::unix::net::UnixStream, buf: &mut [u8], fds: &mut [i
     }
     (msg.bytes, count)
 }
+
+#[test]
+fn ambient_capabilities_that_cannot_be_raised_are_left_out_as_runc_does() {
+    // `runc spec` lists ambient capabilities but no inheritable set: they cannot be raised, and
+    // the container must run regardless.
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sh", "-c", "grep CapAmb /proc/self/status"]);
+    bundle.edit(|c| {
+        c["process"]["capabilities"] = serde_json::json!({
+            "bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"],
+            "ambient": ["CAP_KILL"]
+        });
+    });
+    let id = test_id("ambient");
+    let r = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    r.ok();
+    assert!(r.stdout.contains("0000000000000000"), "{}", r.stdout);
+    rt.assert_gone(&id);
+}

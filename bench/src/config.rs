@@ -71,8 +71,12 @@ named_enum!(
 );
 
 named_enum!(
-    /// Another project's runtime measured in the same run, on the same image and kernel.
+    /// A runtime measured in the same run beside `sandbox run`, on the same image and kernel:
+    /// another project's, or this project's container mode through the OCI command line.
     Peer {
+        /// `sandbox-runtime` (this project, the path podman and containerd take), an OCI bundle
+        /// of the same image.
+        SandboxRuntime = "sandbox-runtime",
         /// crun (Debian package `crun`), an OCI bundle of the same image.
         Crun = "crun",
         /// runc (Debian package `runc`), an OCI bundle of the same image.

@@ -143,12 +143,22 @@ pub(crate) fn meminfo_kib(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// The program a peer runs as.
-pub fn peer_program(peer: Peer) -> &'static str {
+/// The program a peer runs as: a command on PATH, or for `sandbox-runtime` the binary next to
+/// the running one (the `sandbox` CLI's sibling, also in the lab's L1).
+pub fn peer_program(peer: Peer) -> String {
     match peer {
-        Peer::Crun => "crun",
-        Peer::Runc => "runc",
-        Peer::QemuMicrovm => "qemu-system-x86_64",
+        Peer::SandboxRuntime => std::env::current_exe()
+            .ok()
+            .and_then(|exe| {
+                let dir = exe.parent()?.to_path_buf();
+                [dir.join("sandbox-runtime"), dir.parent()?.join("sandbox-runtime")]
+                    .into_iter()
+                    .find(|p| p.is_file())
+            })
+            .map_or_else(|| "sandbox-runtime".to_string(), |p| p.display().to_string()),
+        Peer::Crun => "crun".into(),
+        Peer::Runc => "runc".into(),
+        Peer::QemuMicrovm => "qemu-system-x86_64".into(),
     }
 }
 
@@ -166,6 +176,10 @@ fn peer_info(peer: Peer) -> PeerInfo {
         });
     let install_hint = version.is_none().then(|| {
         let package = match peer {
+            Peer::SandboxRuntime => {
+                return "sandbox-runtime is not built next to sandbox: run `cargo build --workspace`"
+                    .to_string()
+            }
             Peer::Crun => "crun",
             Peer::Runc => "runc",
             Peer::QemuMicrovm => "qemu-system-x86",

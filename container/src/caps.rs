@@ -239,8 +239,8 @@ pub fn drop_bounding(keep: u64, last_cap: u32) -> Result<(), (&'static str, Errn
     Ok(())
 }
 
-/// Sets the effective, permitted and inheritable sets, then raises each ambient capability
-/// (it must already be permitted and inheritable).
+/// Sets the effective, permitted and inheritable sets, then raises each ambient capability that
+/// is also permitted and inheritable.
 pub fn set(sets: &Sets, last_cap: u32) -> Result<(), (&'static str, Errno)> {
     let header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
@@ -264,7 +264,10 @@ pub fn set(sets: &Sets, last_cap: u32) -> Result<(), (&'static str, Errno)> {
     if rc != 0 {
         return Err(("setting the capability sets", Errno::last()));
     }
-    for cap in (0..=last_cap.min(63)).filter(|c| sets.ambient & (1 << c) != 0) {
+    // An ambient capability must be both permitted and inheritable; one that is not cannot be
+    // raised, and is left out (as runc and crun do) rather than failing the container.
+    let raisable = sets.ambient & sets.permitted & sets.inheritable;
+    for cap in (0..=last_cap.min(63)).filter(|c| raisable & (1 << c) != 0) {
         // SAFETY: PR_CAP_AMBIENT_RAISE takes a capability number and no pointers.
         let rc = unsafe {
             libc::prctl(

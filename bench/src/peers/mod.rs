@@ -1,4 +1,5 @@
-//! The peers: crun and runc on an OCI bundle of the same image, QEMU `-M microvm` booting the
+//! The peers: sandbox-runtime (this project's OCI path), crun and runc on an OCI bundle of the
+//! same image, QEMU `-M microvm` booting the
 //! same guest kernel and a root disk of the same image. Prepared once, on first use; a peer that
 //! is missing is skipped with a note saying how to install it.
 
@@ -74,7 +75,9 @@ impl Peers {
             return Err(BenchError::run("preparing the peers", "no work directory"));
         };
         match peer {
-            Peer::Crun | Peer::Runc => self.oci.prepare(bench, peer, work.path(), rootfs),
+            Peer::SandboxRuntime | Peer::Crun | Peer::Runc => {
+                self.oci.prepare(bench, peer, work.path(), rootfs)
+            }
             Peer::QemuMicrovm => self.qemu.prepare(bench, rootfs, &self.content_key),
         }
     }

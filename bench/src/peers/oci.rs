@@ -36,7 +36,7 @@ impl Oci {
         let bundle = work.join(format!("bundle-{peer}"));
         std::fs::create_dir_all(&bundle).map_err(|e| BenchError::io("cannot create", &bundle, e))?;
         let what = format!("{program} spec");
-        run_to_end(Command::new(program).arg("spec").current_dir(&bundle), &what)?.check(&what)?;
+        run_to_end(Command::new(&program).arg("spec").current_dir(&bundle), &what)?.check(&what)?;
         let path = bundle.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| BenchError::io("cannot read", &path, e))?;
         let mut config: Value = serde_json::from_str(&text)?;
@@ -78,10 +78,10 @@ impl Oci {
                 "umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$@\"",
                 "sh",
             ]);
-            c.arg(program);
+            c.arg(&program);
             c
         } else {
-            Command::new(program)
+            Command::new(&program)
         };
         cmd.arg("run").arg("--bundle").arg(&bundle).arg(&id);
         let what = format!("{program} run /bin/true");

@@ -1,7 +1,8 @@
 //! boot: launch → the workload's `ready`, broken into the launcher's phases (container:
 //! namespaces, rootfs, exec; VM: VMM set-up, kernel, init), plus the wall clock to exit
 //! (`wall_ms`) and the wall clock of a `true` run (`true_wall_ms`, what the OCI peers run); the
-//! peers start `/bin/true` (crun, runc: `true_wall_ms`) or boot the same kernel to a ready line
+//! peers start `/bin/true` (sandbox-runtime, crun, runc: `true_wall_ms`, each `<runtime> run` of
+//! one bundle) or boot the same kernel to a ready line
 //! (QEMU microvm: `ready_ms`, and `wall_ms` to its exit).
 
 use super::sandbox;
@@ -29,7 +30,7 @@ pub fn run(bench: &mut Bench, peers: &mut Peers) {
             Ok(samples)
         });
     }
-    for peer in [Peer::Crun, Peer::Runc] {
+    for peer in [Peer::SandboxRuntime, Peer::Crun, Peer::Runc] {
         if peers.usable(bench, peer) {
             bench.series(Scenario::Boot, peer.name(), |_| {
                 let wall = peers.oci_true(peer)?;

@@ -597,7 +597,8 @@ fn install_seccomp(cfg: &ChildConfig) -> Step {
     trace::step("seccomp", began, || {
         let (programs, instructions) = filters.size();
         format!(
-            "{programs} filters, {instructions} BPF instructions ({} bytes){}",
+            "{}; {programs} filters, {instructions} BPF instructions ({} bytes){}",
+            filters.profile,
             instructions * std::mem::size_of::<libc::sock_filter>(),
             if cfg.no_new_privileges {
                 "; no_new_privs set"

@@ -83,10 +83,12 @@ fn prepare(plan: &Plan, target: &ExecTarget) -> Result<Prepared, ContainerError>
         }
     }
     let pid_ns = if same("pid") { None } else { Some(open("pid")?) };
-    let filters = match &plan.isolation.seccomp {
-        Some(profile) => Some(seccomp::compile(profile)?),
-        None => Some(seccomp::default_filters()?),
-    };
+    let filters = plan
+        .isolation
+        .seccomp
+        .as_ref()
+        .map(seccomp::compile)
+        .transpose()?;
     let caps = caps::Sets::from_plan(plan.process.capabilities.as_ref())
         .map_err(|name| {
             config(format!(

@@ -281,10 +281,12 @@ fn child_config(
     prepared: namespaces::Prepared,
     rootless: bool,
 ) -> Result<ChildConfig, ContainerError> {
-    let filters = match &plan.isolation.seccomp {
-        Some(profile) => Some(seccomp::compile(profile)?),
-        None => Some(seccomp::default_filters()?),
-    };
+    let filters = plan
+        .isolation
+        .seccomp
+        .as_ref()
+        .map(seccomp::compile)
+        .transpose()?;
     let requested = caps::Sets::from_plan(plan.process.capabilities.as_ref()).map_err(|name| {
         ContainerError::Config(format!(
             "unknown capability {name:?} in process.capabilities: use names like CAP_CHOWN"

@@ -206,7 +206,8 @@ pub struct Isolation {
     pub devices: Vec<DevicePlan>,
     /// `sysctl` keys (dotted) and values, written from inside the sandbox's namespaces.
     pub sysctl: BTreeMap<String, String>,
-    /// `None`: the default profile.
+    /// `None`: no filter (an OCI bundle without `linux.seccomp`); `sandbox run` puts the
+    /// launcher's default allowlist here.
     pub seccomp: Option<SeccompProfile>,
     /// `shared`, `slave`, `private`, `unbindable` (optionally with an `r` prefix) for `/`.
     pub rootfs_propagation: Option<String>,

@@ -60,7 +60,7 @@ pub fn guest_binary() -> Result<PathBuf, String> {
     }
     candidates.into_iter().find(|c| c.is_file()).ok_or_else(|| {
         format!(
-            "sandbox-guest not found next to {}: build it with `cargo build` (it is part of the workspace) or set {GUEST_BIN_ENV}",
+            "sandbox-guest not found next to {}: build it with `cargo build --workspace` (add --release for a release `sandbox`) or set {GUEST_BIN_ENV}",
             exe.display()
         )
     })

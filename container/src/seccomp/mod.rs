@@ -1,91 +1,30 @@
-//! Seccomp: the default filter, and compiling a profile given in the OCI spec's shape.
+//! Seccomp: compiling a profile given in the OCI spec's shape — a bundle's `linux.seccomp`, or
+//! [`default_profile`], the allowlist every `sandbox run` container gets — into BPF programs.
 //!
-//! The default filter refuses (EPERM) what Docker's default profile refuses.
-//!
-//! Docker's profile is an allow-list; this is the equivalent deny-list for a container whose
-//! capabilities are already the default set: kernel modules, kexec, reboot, swap, the clock,
-//! mounting and namespace changes, keyrings, BPF, perf, handle-based opens, and `clone` with
-//! namespace flags. `clone3` answers ENOSYS (its flags sit in memory the filter cannot read), so
-//! libc falls back to `clone`, which the filter can check — Docker does the same.
-//!
-//! The filter is compiled in the launcher; the child only installs it (no allocation there).
+//! Profiles are compiled in the launcher; the container's first process only installs them (no
+//! allocation there).
 
 use crate::ContainerError;
 use sandbox_protocol::isolation::{SeccompArg, SeccompProfile};
 
+mod default_profile;
 pub mod syscalls;
+
+pub use default_profile::default_profile;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
 };
 use std::collections::BTreeMap;
 
-/// Syscalls refused with EPERM whatever their arguments.
-const REFUSED: &[i64] = &[
-    libc::SYS_acct,
-    libc::SYS_add_key,
-    libc::SYS_bpf,
-    libc::SYS_clock_adjtime,
-    libc::SYS_clock_settime,
-    libc::SYS_delete_module,
-    libc::SYS_finit_module,
-    libc::SYS_fsconfig,
-    libc::SYS_fsmount,
-    libc::SYS_fsopen,
-    libc::SYS_fspick,
-    libc::SYS_get_mempolicy,
-    libc::SYS_init_module,
-    libc::SYS_ioperm,
-    libc::SYS_iopl,
-    libc::SYS_kcmp,
-    libc::SYS_kexec_file_load,
-    libc::SYS_kexec_load,
-    libc::SYS_keyctl,
-    libc::SYS_lookup_dcookie,
-    libc::SYS_mbind,
-    libc::SYS_mount,
-    libc::SYS_mount_setattr,
-    libc::SYS_move_mount,
-    libc::SYS_move_pages,
-    libc::SYS_name_to_handle_at,
-    libc::SYS_nfsservctl,
-    libc::SYS_open_by_handle_at,
-    libc::SYS_open_tree,
-    libc::SYS_perf_event_open,
-    libc::SYS_pivot_root,
-    libc::SYS_quotactl,
-    libc::SYS_reboot,
-    libc::SYS_request_key,
-    libc::SYS_set_mempolicy,
-    libc::SYS_setns,
-    libc::SYS_settimeofday,
-    libc::SYS_swapoff,
-    libc::SYS_swapon,
-    libc::SYS_syslog,
-    libc::SYS_sysfs,
-    libc::SYS__sysctl,
-    libc::SYS_umount2,
-    libc::SYS_unshare,
-    libc::SYS_uselib,
-    libc::SYS_userfaultfd,
-    libc::SYS_ustat,
-    libc::SYS_vhangup,
-];
-
-/// `clone` flags that create namespaces; `clone` with any of them is refused.
-const NAMESPACE_FLAGS: &[i32] = &[
-    libc::CLONE_NEWNS,
-    libc::CLONE_NEWUTS,
-    libc::CLONE_NEWIPC,
-    libc::CLONE_NEWUSER,
-    libc::CLONE_NEWPID,
-    libc::CLONE_NEWNET,
-    libc::CLONE_NEWCGROUP,
-    libc::CLONE_NEWTIME,
-];
+/// Per syscall number, its conditional rules, or `None` when it matches unconditionally.
+type Rules = BTreeMap<i64, Option<Vec<SeccompRule>>>;
 
 /// The compiled filters, installed in this order.
 #[derive(Debug, Clone)]
 pub struct Filters {
+    /// The profile's size in words, for the trace: "allowlist of 310 syscalls (5 with argument
+    /// conditions), others EPERM; 1 ERRNO(38)".
+    pub profile: String,
     programs: Vec<BpfProgram>,
 }
 
@@ -99,37 +38,9 @@ fn err(e: impl std::fmt::Display) -> ContainerError {
     ContainerError::Seccomp(e.to_string())
 }
 
-/// Compiles the default filter.
+/// Compiles the default profile.
 pub fn default_filters() -> Result<Filters, ContainerError> {
-    let mut eperm: BTreeMap<i64, Vec<SeccompRule>> = REFUSED.iter().map(|&nr| (nr, Vec::new())).collect();
-    let mut clone_rules = Vec::new();
-    for &flag in NAMESPACE_FLAGS {
-        let flag = flag as u64;
-        // Matches when this flag is set in clone's first argument (the flags).
-        let cond = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag), flag)
-            .map_err(err)?;
-        clone_rules.push(SeccompRule::new(vec![cond]).map_err(err)?);
-    }
-    eperm.insert(libc::SYS_clone, clone_rules);
-    let refuse = SeccompFilter::new(
-        eperm,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch()?,
-    )
-    .map_err(err)?;
-    let no_clone3 = SeccompFilter::new(
-        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch()?,
-    )
-    .map_err(err)?;
-    let programs = vec![
-        BpfProgram::try_from(refuse).map_err(err)?,
-        BpfProgram::try_from(no_clone3).map_err(err)?,
-    ];
-    Ok(Filters { programs })
+    compile(&default_profile())
 }
 
 /// Compiles an OCI-shaped profile. Filters stack in the kernel, which takes the most
@@ -139,12 +50,9 @@ pub fn default_filters() -> Result<Filters, ContainerError> {
 /// syscalls and allowing the rest. Syscall names this architecture lacks are skipped.
 pub fn compile(profile: &SeccompProfile) -> Result<Filters, ContainerError> {
     let default = action(&profile.default_action, profile.default_errno)?;
-    // Per action: per syscall, its conditional rules, or `None` when it matches unconditionally.
-    type Rules = BTreeMap<i64, Option<Vec<SeccompRule>>>;
     let mut groups: Vec<(SeccompAction, Rules)> = Vec::new();
     for rule in &profile.syscalls {
         let act = action(&rule.action, rule.errno)?;
-        let conditions = rule.args.iter().map(condition).collect::<Result<Vec<_>, _>>()?;
         let index = match groups.iter().position(|(a, _)| *a == act) {
             Some(i) => i,
             None => {
@@ -152,7 +60,16 @@ pub fn compile(profile: &SeccompProfile) -> Result<Filters, ContainerError> {
                 groups.len() - 1
             }
         };
-        for nr in rule.names.iter().filter_map(|n| syscalls::number(n)) {
+        for (name, nr) in rule
+            .names
+            .iter()
+            .filter_map(|n| syscalls::number(n).map(|nr| (n, nr)))
+        {
+            let conditions = rule
+                .args
+                .iter()
+                .map(|a| condition(a, width(name, a.index)))
+                .collect::<Result<Vec<_>, _>>()?;
             let entry = groups[index].1.entry(nr).or_insert_with(|| Some(Vec::new()));
             match (entry.as_mut(), conditions.is_empty()) {
                 (_, true) => *entry = None,
@@ -167,6 +84,7 @@ pub fn compile(profile: &SeccompProfile) -> Result<Filters, ContainerError> {
             .map(|(nr, r)| (nr, r.unwrap_or_default()))
             .collect()
     };
+    let profile_words = describe(&default, &groups);
     let mut programs = Vec::new();
     let allowed = groups
         .iter()
@@ -185,7 +103,39 @@ pub fn compile(profile: &SeccompProfile) -> Result<Filters, ContainerError> {
         let filter = SeccompFilter::new(finish(rules), SeccompAction::Allow, act, arch()?).map_err(err)?;
         programs.push(BpfProgram::try_from(filter).map_err(err)?);
     }
-    Ok(Filters { programs })
+    Ok(Filters {
+        profile: profile_words,
+        programs,
+    })
+}
+
+/// The compiled profile in a few words: how many syscalls each action takes (and how many of
+/// them only with argument conditions).
+fn describe(default: &SeccompAction, groups: &[(SeccompAction, Rules)]) -> String {
+    let name = |a: &SeccompAction| match a {
+        SeccompAction::Allow => "allowed".to_string(),
+        SeccompAction::Errno(e) => format!("errno {e}"),
+        other => format!("{other:?}").to_lowercase(),
+    };
+    let mut parts = Vec::new();
+    for (act, rules) in groups {
+        let conditional = rules.values().filter(|r| r.is_some()).count();
+        parts.push(format!(
+            "{} {} ({conditional} by argument)",
+            rules.len(),
+            name(act)
+        ));
+    }
+    let kind = if *default == SeccompAction::Allow {
+        "denylist"
+    } else {
+        "allowlist"
+    };
+    format!(
+        "{kind}: {}; every other syscall {}",
+        parts.join(", "),
+        name(default)
+    )
 }
 
 /// The OCI action name as seccompiler's action.
@@ -207,8 +157,18 @@ fn action(name: &str, errno: Option<u32>) -> Result<SeccompAction, ContainerErro
     })
 }
 
-/// One OCI argument condition.
-fn condition(arg: &SeccompArg) -> Result<SeccompCondition, ContainerError> {
+/// How wide an argument is compared: arguments the kernel reads as 32-bit (`ioctl`'s request,
+/// `socket`'s family, type and protocol, `personality`) on their low 32 bits only, so bits above
+/// cannot carry a refused value past the filter; everything else on all 64 bits.
+fn width(syscall: &str, index: u32) -> SeccompCmpArgLen {
+    match (syscall, index) {
+        ("ioctl", 1) | ("socket", 0..=2) | ("personality", 0) => SeccompCmpArgLen::Dword,
+        _ => SeccompCmpArgLen::Qword,
+    }
+}
+
+/// One OCI argument condition, compared `len` wide.
+fn condition(arg: &SeccompArg, len: SeccompCmpArgLen) -> Result<SeccompCondition, ContainerError> {
     let op = match arg.op.as_str() {
         "SCMP_CMP_NE" => SeccompCmpOp::Ne,
         "SCMP_CMP_LT" => SeccompCmpOp::Lt,
@@ -218,13 +178,8 @@ fn condition(arg: &SeccompArg) -> Result<SeccompCondition, ContainerError> {
         "SCMP_CMP_GT" => SeccompCmpOp::Gt,
         // OCI: `value` is the mask, `valueTwo` the expected result.
         "SCMP_CMP_MASKED_EQ" => {
-            return SeccompCondition::new(
-                arg.index as u8,
-                SeccompCmpArgLen::Qword,
-                SeccompCmpOp::MaskedEq(arg.value),
-                arg.value_two,
-            )
-            .map_err(err)
+            return SeccompCondition::new(arg.index as u8, len, SeccompCmpOp::MaskedEq(arg.value), arg.value_two)
+                .map_err(err)
         }
         other => {
             return Err(ContainerError::Seccomp(format!(
@@ -232,18 +187,13 @@ fn condition(arg: &SeccompArg) -> Result<SeccompCondition, ContainerError> {
             )))
         }
     };
-    SeccompCondition::new(arg.index as u8, SeccompCmpArgLen::Qword, op, arg.value).map_err(err)
+    SeccompCondition::new(arg.index as u8, len, op, arg.value).map_err(err)
 }
 
 impl Filters {
     /// How many BPF programs there are, and their instructions in all (for the trace).
     pub fn size(&self) -> (usize, usize) {
         (self.programs.len(), self.programs.iter().map(Vec::len).sum())
-    }
-
-    /// How many syscalls the first filter refuses outright, plus `clone` with namespace flags.
-    pub fn refused_syscalls() -> usize {
-        REFUSED.len() + 1
     }
 
     /// Installs the filters in the calling thread, in order. It does not set `no_new_privs`
@@ -291,6 +241,12 @@ mod tests {
         let filters = default_filters().unwrap();
         assert_eq!(filters.programs.len(), 2);
         assert!(filters.programs.iter().all(|p| !p.is_empty()));
+        assert!(filters.profile.starts_with("allowlist: "), "{}", filters.profile);
+        assert!(
+            filters.profile.ends_with("every other syscall errno 1"),
+            "{}",
+            filters.profile
+        );
     }
 
     fn rule(names: &[&str], action: &str, errno: Option<u32>) -> SeccompRulePlan {
@@ -373,6 +329,101 @@ mod tests {
             }
         }
         assert_eq!(in_child(&filters, clone3_errno), libc::ENOSYS);
+    }
+
+    /// The errno of a raw syscall, 0 when it succeeded (any result the kernel gives but EPERM
+    /// shows the filter let it through).
+    fn errno_of(rc: libc::c_long) -> i32 {
+        if rc < 0 {
+            nix::errno::Errno::last() as i32
+        } else {
+            0
+        }
+    }
+
+    #[test]
+    fn the_default_profile_refuses_what_docker_refuses_and_more() {
+        let filters = default_filters().unwrap();
+        fn tiocsti() -> i32 {
+            let c = b'x';
+            // SAFETY: TIOCSTI reads one byte from `c`; the filter answers before the kernel does.
+            errno_of(unsafe { libc::syscall(libc::SYS_ioctl, 0, 0x5412u64, &c as *const u8) })
+        }
+        fn tiocsti_high_bits() -> i32 {
+            let c = b'x';
+            // SAFETY: as above; the request's upper 32 bits are ignored by the kernel.
+            errno_of(unsafe { libc::syscall(libc::SYS_ioctl, 0, 0x1_0000_5412u64, &c as *const u8) })
+        }
+        fn tiocgwinsz() -> i32 {
+            let mut ws = [0u16; 4];
+            // SAFETY: TIOCGWINSZ writes a winsize (8 bytes) into `ws`.
+            errno_of(unsafe { libc::syscall(libc::SYS_ioctl, 0, libc::TIOCGWINSZ, ws.as_mut_ptr()) })
+        }
+        fn io_uring() -> i32 {
+            let mut params = [0u8; 120];
+            // SAFETY: io_uring_setup reads and writes a 120-byte io_uring_params.
+            errno_of(unsafe { libc::syscall(libc::SYS_io_uring_setup, 1, params.as_mut_ptr()) })
+        }
+        fn vsock() -> i32 {
+            // SAFETY: socket takes no pointers.
+            errno_of(unsafe { libc::syscall(libc::SYS_socket, libc::AF_VSOCK, libc::SOCK_STREAM, 0) })
+        }
+        fn inet() -> i32 {
+            // SAFETY: socket takes no pointers.
+            errno_of(unsafe { libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_DGRAM, 0) })
+        }
+        fn x32_getpid() -> i32 {
+            // SAFETY: getpid through the x32 ABI's number takes no arguments.
+            errno_of(unsafe { libc::syscall(0x4000_0000 | libc::SYS_getpid) })
+        }
+        fn unknown_number() -> i32 {
+            // SAFETY: a number no kernel has yet takes nothing.
+            errno_of(unsafe { libc::syscall(1000) })
+        }
+        fn clone_newuser() -> i32 {
+            // SAFETY: clone with CLONE_NEWUSER and no stack is refused by the filter; if it were
+            // not, the child would _exit at once.
+            let rc =
+                unsafe { libc::syscall(libc::SYS_clone, libc::CLONE_NEWUSER | libc::SIGCHLD, 0, 0, 0, 0) };
+            if rc == 0 {
+                // SAFETY: ends the cloned child.
+                unsafe { libc::_exit(0) }
+            }
+            errno_of(rc)
+        }
+        fn personality_no_randomize() -> i32 {
+            // SAFETY: personality takes no pointers.
+            errno_of(unsafe { libc::syscall(libc::SYS_personality, 0x0040000) })
+        }
+        fn personality_query() -> i32 {
+            // SAFETY: personality(0xffffffff) only reads the current value.
+            errno_of(unsafe { libc::syscall(libc::SYS_personality, 0xffff_ffffu64) })
+        }
+        fn mount() -> i32 {
+            // SAFETY: mount with null pointers is refused by the filter before they are read.
+            errno_of(unsafe { libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0) })
+        }
+        let eperm = libc::EPERM;
+        for (name, probe) in [
+            ("TIOCSTI", tiocsti as fn() -> i32),
+            ("TIOCSTI with high bits", tiocsti_high_bits),
+            ("io_uring_setup", io_uring),
+            ("socket(AF_VSOCK)", vsock),
+            ("x32 getpid", x32_getpid),
+            ("syscall 1000", unknown_number),
+            ("clone(CLONE_NEWUSER)", clone_newuser),
+            ("personality(ADDR_NO_RANDOMIZE)", personality_no_randomize),
+            ("mount", mount),
+        ] {
+            assert_eq!(in_child(&filters, probe), eperm, "{name} was not refused");
+        }
+        for (name, probe) in [
+            ("TIOCGWINSZ", tiocgwinsz as fn() -> i32),
+            ("socket(AF_INET)", inet),
+            ("personality query", personality_query),
+        ] {
+            assert_ne!(in_child(&filters, probe), eperm, "{name} was refused");
+        }
     }
 
     #[test]

@@ -146,7 +146,7 @@ pub(crate) fn resources(r: &Resources) -> ResourcePlan {
 /// Docker's defaults: new PID, mount, UTS, IPC, network and cgroup namespaces (and a user
 /// namespace for a non-root launcher), the OCI default mounts plus tmpfs on /tmp and /run (the
 /// guest program expects both and could not mount them itself), the volumes as bind mounts
-/// without device nodes, runc's masked and read-only paths.
+/// without device nodes, runc's masked and read-only paths, and the default seccomp allowlist.
 fn container_isolation(spec: &SandboxSpec, rootless: bool) -> Isolation {
     let mut namespaces: Vec<Namespace> = Vec::new();
     if rootless {
@@ -212,6 +212,7 @@ fn container_isolation(spec: &SandboxSpec, rootless: bool) -> Isolation {
         mounts,
         masked_paths: MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
         readonly_paths: READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+        seccomp: Some(sandbox_container::seccomp::default_profile()),
         ..Isolation::default()
     }
 }

@@ -433,7 +433,7 @@ fn open_terminal(cfg: &mut ChildConfig) -> Result<Pty, StepError> {
         terminal::send_master(socket.as_raw_fd(), &pty.master)?;
     }
     let console = crate::secure_path::resolve(&cfg.rootfs, "/dev/console", crate::secure_path::Leaf::File)?;
-    crate::sys::bind(&pty.slave_path, &console, false)?;
+    crate::sys::bind(&pty.slave_path, &console.path(), false)?;
     // The terminal is the process's stdio from now on: the stdio `create` was given is let go
     // at once, so whoever waits for it to close (containerd's shim, conmon) is not held up
     // until `start`.

@@ -10,7 +10,9 @@
 
 use crate::secure_path::{self, Leaf};
 use crate::sys::{bind, ctx, Step};
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{fchmodat, fstatat, makedev, mknodat, FchmodatFlags, Mode, SFlag};
+use nix::unistd::{fchownat, symlinkat, unlinkat, UnlinkatFlags};
 use sandbox_protocol::isolation::DevicePlan;
 use std::path::Path;
 
@@ -24,12 +26,13 @@ pub const DEVICES: [(&str, u64, u64); 6] = [
     ("tty", 5, 0),
 ];
 
+/// The symlinks in `/dev`: target, name.
 const SYMLINKS: [(&str, &str); 5] = [
-    ("/proc/self/fd", "dev/fd"),
-    ("/proc/self/fd/0", "dev/stdin"),
-    ("/proc/self/fd/1", "dev/stdout"),
-    ("/proc/self/fd/2", "dev/stderr"),
-    ("pts/ptmx", "dev/ptmx"),
+    ("/proc/self/fd", "fd"),
+    ("/proc/self/fd/0", "stdin"),
+    ("/proc/self/fd/1", "stdout"),
+    ("/proc/self/fd/2", "stderr"),
+    ("pts/ptmx", "ptmx"),
 ];
 
 /// Creates the standard nodes, the plan's `devices` and the symlinks under `root/dev`.
@@ -46,43 +49,46 @@ pub fn setup(root: &Path, devices: &[DevicePlan], rootless: bool) -> Step {
     for device in standard.chain(devices.iter().cloned()) {
         create(root, &device, rootless)?;
     }
-    for (target, link) in SYMLINKS {
-        let path = root.join(link);
-        if std::fs::symlink_metadata(&path).is_ok() {
-            if link != "dev/ptmx" {
+    let (dev, _) = secure_path::resolve_parent(root, "/dev/null")?;
+    for (target, name) in SYMLINKS {
+        if fstatat(dev.fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok() {
+            if name != "ptmx" {
                 continue;
             }
             // A ptmx node (from an image) would bypass the container's own devpts.
-            let _ = std::fs::remove_file(&path);
+            let _ = unlinkat(dev.fd(), name, UnlinkatFlags::NoRemoveDir);
         }
-        ctx(
-            nix::unistd::symlinkat(target, nix::fcntl::AT_FDCWD, &path),
-            || format!("creating symlink /{link}"),
-        )?;
+        ctx(symlinkat(target, dev.fd(), name), || {
+            format!("creating symlink /dev/{name}")
+        })?;
     }
     Ok(())
 }
 
 fn create(root: &Path, d: &DevicePlan, rootless: bool) -> Step {
-    let path = secure_path::resolve(root, &d.path, Leaf::File)?;
     let kind = match d.kind {
         'b' => SFlag::S_IFBLK,
         'p' => SFlag::S_IFIFO,
         _ => SFlag::S_IFCHR,
     };
     if rootless && kind != SFlag::S_IFIFO {
-        // The empty file resolve() left is the mount point for the host's node.
+        // The host's node, bind-mounted on an empty file.
+        let place = secure_path::resolve(root, &d.path, Leaf::File)?;
         return bind(
             &Path::new("/dev").join(d.path.trim_start_matches("/dev/")),
-            &path,
+            &place.path(),
             false,
         );
     }
-    let _ = std::fs::remove_file(&path);
+    // Every call below acts on a name in the directory already opened inside the root, so an
+    // image's symlink at the node's path is replaced, not followed.
+    let (dir, name) = secure_path::resolve_parent(root, &d.path)?;
+    let _ = unlinkat(dir.fd(), name.as_str(), UnlinkatFlags::NoRemoveDir);
     let mode = Mode::from_bits_truncate(d.file_mode.unwrap_or(0o666));
     ctx(
-        mknod(
-            &path,
+        mknodat(
+            dir.fd(),
+            name.as_str(),
             kind,
             mode,
             makedev(d.major.max(0) as u64, d.minor.max(0) as u64),
@@ -91,20 +97,17 @@ fn create(root: &Path, d: &DevicePlan, rootless: bool) -> Step {
     )?;
     // mknod applies the umask; the plan's mode is what the node gets.
     ctx(
-        nix::sys::stat::fchmodat(
-            nix::fcntl::AT_FDCWD,
-            &path,
-            mode,
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        ),
+        fchmodat(dir.fd(), name.as_str(), mode, FchmodatFlags::FollowSymlink),
         || format!("setting the mode of {}", d.path),
     )?;
     if d.uid.is_some() || d.gid.is_some() {
         ctx(
-            nix::unistd::chown(
-                &path,
+            fchownat(
+                dir.fd(),
+                name.as_str(),
                 d.uid.map(nix::unistd::Uid::from_raw),
                 d.gid.map(nix::unistd::Gid::from_raw),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
             ),
             || format!("setting the owner of {}", d.path),
         )?;

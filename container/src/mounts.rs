@@ -6,7 +6,7 @@
 //! propagation (`shared`, `rslave`, ...), applied with a second mount call as the kernel wants,
 //! and everything else passed to the filesystem as its data (`mode=755,size=65536k`).
 
-use crate::secure_path::{self, Leaf};
+use crate::secure_path::{self, InRoot, Leaf};
 use crate::sys::{bind, ctx, io_step, mount_fs, propagation, remount_bind, Step};
 use nix::mount::MsFlags;
 use sandbox_protocol::isolation::MountPlan;
@@ -128,15 +128,15 @@ pub fn mount_one(root: &Path, m: &MountPlan, rootless: bool) -> Step {
         "sysfs" if rootless => {
             // sysfs may only be mounted by the owner of the network namespace; without one of
             // its own a user-namespaced container gets the host's, read-only.
-            if mount_fs("sysfs", source, &target, o.flags, o.data().as_deref()).is_err() {
-                bind(Path::new("/sys"), &target, true)?;
-                remount_bind(&target, o.flags | MsFlags::MS_RDONLY)?;
+            if mount_fs("sysfs", source, &target.path(), o.flags, o.data().as_deref()).is_err() {
+                bind(Path::new("/sys"), &target.path(), true)?;
+                remount_bind(&target.reopen()?.path(), o.flags | MsFlags::MS_RDONLY)?;
             }
         }
-        kind => mount_fs(kind, source, &target, o.flags, o.data().as_deref())?,
+        kind => mount_fs(kind, source, &target.path(), o.flags, o.data().as_deref())?,
     }
     if !o.propagation.is_empty() {
-        propagation(&target, o.propagation)?;
+        propagation(&target.reopen()?.path(), o.propagation)?;
     }
     Ok(())
 }
@@ -155,13 +155,15 @@ fn mount_bind(root: &Path, m: &MountPlan, o: &Options) -> Step {
     })?;
     let leaf = if meta.is_dir() { Leaf::Dir } else { Leaf::File };
     let target = secure_path::resolve(root, &m.destination, leaf)?;
-    bind(source, &target, o.recursive)?;
+    bind(source, &target.path(), o.recursive)?;
+    // The descriptor reaches the directory beneath the new mount; the remount wants the mount.
+    let mounted = target.reopen()?;
     let extra = o.flags & !(MsFlags::MS_REMOUNT);
     if !extra.is_empty() {
-        remount_bind(&target, extra)?;
+        remount_bind(&mounted.path(), extra)?;
     }
     if !o.propagation.is_empty() {
-        propagation(&target, o.propagation)?;
+        propagation(&mounted.path(), o.propagation)?;
     }
     Ok(())
 }
@@ -169,14 +171,17 @@ fn mount_bind(root: &Path, m: &MountPlan, o: &Options) -> Step {
 /// A `cgroup` mount: cgroup2 where the host has the unified hierarchy only, else a tmpfs with
 /// each v1 hierarchy mounted under its name (and cgroup2 as `unified` on a hybrid host). Seen
 /// from a cgroup namespace, each shows the container's own cgroup as its root.
-fn mount_cgroup(target: &Path, o: &Options) -> Step {
+fn mount_cgroup(place: &InRoot, o: &Options) -> Step {
     let ro = o.flags & MsFlags::MS_RDONLY;
     let flags = (o.flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC) & !MsFlags::MS_RDONLY;
     let mounts = crate::cgroups::Mounts::read().unwrap_or_default();
     if mounts.layout() == crate::cgroups::Layout::V2 {
-        return mount_fs("cgroup2", "cgroup", target, flags | ro, None);
+        return mount_fs("cgroup2", "cgroup", &place.path(), flags | ro, None);
     }
-    mount_fs("tmpfs", "cgroup", target, flags, Some("mode=755"))?;
+    mount_fs("tmpfs", "cgroup", &place.path(), flags, Some("mode=755"))?;
+    // From here on the tmpfs just made: a fresh filesystem no symlink can be in.
+    let mounted = place.reopen()?;
+    let target = &mounted.path();
     let mut sub = Vec::new();
     for m in &mounts.v1 {
         let name = m

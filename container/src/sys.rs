@@ -21,6 +21,17 @@ impl std::fmt::Display for StepError {
 
 pub type Step<T = ()> = Result<T, StepError>;
 
+/// A path as messages and traces show it: a `/proc/self/fd/N` path (a target resolved inside
+/// the container's root, see [`crate::secure_path`]) as the path its descriptor reaches.
+pub fn shown(path: &Path) -> std::path::PathBuf {
+    if path.starts_with("/proc/self/fd") {
+        if let Ok(real) = std::fs::read_link(path) {
+            return real;
+        }
+    }
+    path.to_path_buf()
+}
+
 /// Adds context to an errno.
 pub fn ctx<T>(result: Result<T, Errno>, what: impl FnOnce() -> String) -> Step<T> {
     result.map_err(|errno| StepError { what: what(), errno })
@@ -30,12 +41,12 @@ pub fn ctx<T>(result: Result<T, Errno>, what: impl FnOnce() -> String) -> Step<T
 pub fn mount_fs(fstype: &str, source: &str, target: &Path, flags: MsFlags, data: Option<&str>) -> Step {
     let began = trace::start();
     ctx(mount(Some(source), target, Some(fstype), flags, data), || {
-        format!("mounting {fstype} on {}", target.display())
+        format!("mounting {fstype} on {}", shown(target).display())
     })?;
     trace::step("mount", began, || {
         format!(
             "{source} on {} type {fstype} flags {} data {}",
-            target.display(),
+            shown(target).display(),
             flag_names(flags),
             data.unwrap_or("-")
         )
@@ -82,13 +93,19 @@ pub fn bind(source: &Path, target: &Path, recursive: bool) -> Step {
     let began = trace::start();
     ctx(
         mount(Some(source), target, None::<&str>, flags, None::<&str>),
-        || format!("bind-mounting {} on {}", source.display(), target.display()),
+        || {
+            format!(
+                "bind-mounting {} on {}",
+                source.display(),
+                shown(target).display()
+            )
+        },
     )?;
     trace::step("mount", began, || {
         format!(
             "{} on {} flags {}",
             source.display(),
-            target.display(),
+            shown(target).display(),
             flag_names(flags)
         )
     });
@@ -103,10 +120,10 @@ pub fn remount_bind(target: &Path, flags: MsFlags) -> Step {
     let began = trace::start();
     ctx(
         mount(None::<&str>, target, None::<&str>, flags, None::<&str>),
-        || format!("remounting {} ({})", target.display(), flag_names(flags)),
+        || format!("remounting {} ({})", shown(target).display(), flag_names(flags)),
     )?;
     trace::step("mount", began, || {
-        format!("{} flags {}", target.display(), flag_names(flags))
+        format!("{} flags {}", shown(target).display(), flag_names(flags))
     });
     Ok(())
 }
@@ -144,10 +161,10 @@ pub fn propagation(target: &Path, flags: MsFlags) -> Step {
     let began = trace::start();
     ctx(
         mount(None::<&str>, target, None::<&str>, flags, None::<&str>),
-        || format!("changing mount propagation of {}", target.display()),
+        || format!("changing mount propagation of {}", shown(target).display()),
     )?;
     trace::step("mount.propagation", began, || {
-        format!("{} flags {}", target.display(), flag_names(flags))
+        format!("{} flags {}", shown(target).display(), flag_names(flags))
     });
     Ok(())
 }
@@ -156,9 +173,11 @@ pub fn propagation(target: &Path, flags: MsFlags) -> Step {
 pub fn detach(target: &Path) -> Step {
     let began = trace::start();
     ctx(umount2(target, MntFlags::MNT_DETACH), || {
-        format!("detaching {}", target.display())
+        format!("detaching {}", shown(target).display())
     })?;
-    trace::step("umount", began, || format!("{} (MNT_DETACH)", target.display()));
+    trace::step("umount", began, || {
+        format!("{} (MNT_DETACH)", shown(target).display())
+    });
     Ok(())
 }
 

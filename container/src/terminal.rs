@@ -26,37 +26,31 @@ pub fn connect(path: &Path) -> Result<OwnedFd, String> {
 pub struct Pty {
     pub master: OwnedFd,
     pub slave: OwnedFd,
-    /// The slave's path on the host (inside the new root), for the `/dev/console` bind mount.
+    /// A path reaching the slave (`/proc/self/fd/N` of [`Pty::slave`]), the source of the
+    /// `/dev/console` bind mount.
     pub slave_path: std::path::PathBuf,
 }
 
 /// `TIOCGPTPEER` (`_IO('T', 0x41)`): opens the slave of a master without a path lookup.
 const TIOCGPTPEER: libc::c_ulong = 0x5441;
 
-/// Opens a pty from the devpts instance mounted at `root/dev/pts`.
+/// Opens a pty from the devpts instance mounted at `/dev/pts` inside `root` (found without
+/// following any symlink out of the root).
 pub fn open(root: &Path, size: Option<(u16, u16)>) -> Result<Pty, StepError> {
-    let ptmx = root.join("dev/pts/ptmx");
+    let ptmx = crate::secure_path::resolve(root, "/dev/pts/ptmx", crate::secure_path::Leaf::Existing)?;
     let master = ctx(
         nix::fcntl::open(
-            &ptmx,
+            &ptmx.path(),
             OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         ),
-        || format!("opening {} (is /dev/pts a devpts mount?)", ptmx.display()),
+        || format!("opening {} (is /dev/pts a devpts mount?)", ptmx.host().display()),
     )?;
     let mut unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads one int; TIOCGPTN writes one int; both point at live locals.
+    // SAFETY: TIOCSPTLCK reads one int, which points at a live local.
     if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) } < 0 {
         return Err(StepError {
             what: "unlocking the pty".into(),
-            errno: Errno::last(),
-        });
-    }
-    let mut number: libc::c_uint = 0;
-    // SAFETY: as above.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut number) } < 0 {
-        return Err(StepError {
-            what: "reading the pty number".into(),
             errno: Errno::last(),
         });
     }
@@ -81,8 +75,8 @@ pub fn open(root: &Path, size: Option<(u16, u16)>) -> Result<Pty, StepError> {
     }
     Ok(Pty {
         master,
+        slave_path: std::path::PathBuf::from(format!("/proc/self/fd/{}", slave.as_raw_fd())),
         slave,
-        slave_path: root.join(format!("dev/pts/{number}")),
     })
 }
 

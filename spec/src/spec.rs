@@ -117,6 +117,13 @@ impl FromStr for Volume {
         if guest.trim_end_matches('/').is_empty() {
             return Err(bad("a volume cannot replace the sandbox's root directory"));
         }
+        let first = guest.split('/').find(|c| !c.is_empty() && *c != ".");
+        if let Some(kernel @ ("proc" | "sys" | "dev")) = first {
+            return Err(bad(&format!(
+                "/{kernel} is the kernel's view of the sandbox (and its device allowlist); \
+                 mount the volume somewhere else, e.g. /mnt/{kernel}-data"
+            )));
+        }
         Ok(Volume {
             host: PathBuf::from(host),
             guest: guest.to_string(),
@@ -251,7 +258,18 @@ mod tests {
         assert_eq!(v.guest, "/data");
         assert!(v.read_only);
         assert!(!"/a:/b".parse::<Volume>().unwrap().read_only);
-        for bad in ["/a", "/a:b", "/a:/b:rx", ":/b", "/a:/../b", "/a:/", "/a:/b:ro:x"] {
+        for bad in [
+            "/a",
+            "/a:b",
+            "/a:/b:rx",
+            ":/b",
+            "/a:/../b",
+            "/a:/",
+            "/a:/b:ro:x",
+            "/a:/proc",
+            "/a://sys/kernel",
+            "/a:/./dev/",
+        ] {
             let err = bad.parse::<Volume>().unwrap_err();
             assert!(err.to_string().contains(bad), "{bad}: {err}");
         }

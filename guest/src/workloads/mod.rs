@@ -8,6 +8,7 @@ pub mod disk;
 pub mod info;
 pub mod mem;
 pub mod net;
+pub mod probe;
 pub mod ready;
 pub mod syscall;
 
@@ -68,6 +69,11 @@ pub const WORKLOADS: &[(&str, &str, &str)] = &[
         "[--seconds S]",
         "getpid and 64-byte write rates (default 1 s)",
     ),
+    (
+        "probe",
+        "NAME [args]",
+        "try one escape from inside and report whether it was allowed (probes below)",
+    ),
 ];
 
 /// Whether `name` is a command of this program other than `init` (used to tell a workload run
@@ -87,6 +93,11 @@ pub fn usage() -> String {
          sandbox-guest hold-kvm              (the lab's L1 helper: holds an idle KVM VM open until killed)\n\nworkloads:\n",
     );
     for (name, args, what) in WORKLOADS {
+        let head = format!("{name} {args}");
+        text.push_str(&format!("  {head:<42} {what}\n"));
+    }
+    text.push_str("\nprobes (`sandbox-guest probe NAME`):\n");
+    for (name, args, what) in probe::PROBES {
         let head = format!("{name} {args}");
         text.push_str(&format!("  {head:<42} {what}\n"));
     }
@@ -115,6 +126,7 @@ pub fn main(args: &[String]) -> i32 {
         }
         "net" => Flags::parse(name, rest, &["addr", "seconds"]).and_then(|f| net::client(&f)),
         "syscall" => Flags::parse(name, rest, &["seconds"]).and_then(|f| syscall::run(&f)),
+        "probe" => probe::run(rest),
         other => Err(WorkloadError::Usage(format!("unknown workload {other:?}"))),
     };
     match result.and_then(|value| args::emit(&value)) {

@@ -121,37 +121,27 @@ fn a_signal_to_the_whole_group_stays_inside() {
 #[test]
 fn terminal_input_cannot_be_injected_into_the_hosts_terminal() {
     let home = Home::new();
-    // The workload's stdin is a terminal of the host (the launcher's own), as when a user runs
-    // `sandbox run` from a shell without -t.
-    let pty = nix::pty::openpty(None, None).expect("a pty");
-    let output = Command::new(SANDBOX)
-        .args([
-            "run",
-            "--mode",
-            "container",
-            "--trace",
-            "--",
-            "sandbox-guest",
-            "probe",
-            "tiocsti",
-        ])
-        .env("SANDBOX_HOME", home.path())
-        .stdin(Stdio::from(pty.slave))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("the sandbox binary starts");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answer = probe_line(&stdout);
-    assert_eq!(answer["stdin_is_tty"], true, "{answer}");
-    refused(&answer, "EPERM");
-    drop(pty.master);
+    // The workload's stdin (with -i) or its stderr is a terminal of the host (the launcher's
+    // own), as when a user runs `sandbox run` from a shell without -t.
+    for (flags, fd) in [(&["-i"][..], "0"), (&[][..], "2")] {
+        let pty = nix::pty::openpty(None, None).expect("a pty");
+        let output = Command::new(SANDBOX)
+            .args(["run", "--mode", "container"])
+            .args(flags)
+            .args(["--", "sandbox-guest", "probe", "tiocsti", "--fd", fd])
+            .env("SANDBOX_HOME", home.path())
+            .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(pty.slave))
+            .output()
+            .expect("the sandbox binary starts");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{stdout}");
+        let answer = probe_line(&stdout);
+        assert_eq!(answer["is_tty"], true, "fd {fd}: {answer}");
+        refused(&answer, "EPERM");
+        drop(pty.master);
+    }
 }
 
 #[test]

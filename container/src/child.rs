@@ -113,6 +113,8 @@ pub struct ChildConfig {
     /// Stay tied to the launcher past "created" (`sandbox run`); otherwise the launcher exits
     /// after "created" and this process must outlive it.
     pub attached: bool,
+    /// Replace stdin with `/dev/null` (`sandbox run` without `-i`).
+    pub stdin_null: bool,
     pub filters: Option<Filters>,
     pub caps: caps::Sets,
     pub last_cap: u32,
@@ -124,6 +126,10 @@ pub struct ChildConfig {
     pub host_cgroup_ns: Option<u64>,
     /// Read end of the go pipe.
     pub go_fd: RawFd,
+    /// The launcher's ends of the pipes, which this process's copy of the launcher's
+    /// descriptors includes: closed first, so a launcher that dies before "go" is an end of
+    /// file here, not a wait forever.
+    pub launcher_ends: Vec<RawFd>,
     /// Write end of the status pipe (close-on-exec).
     pub status_fd: RawFd,
     /// Write end of the ready pipe, inherited by the guest program (`sandbox run`).
@@ -228,9 +234,16 @@ enum Ending {
 }
 
 fn setup_and_exec(cfg: &mut ChildConfig) -> Result<Ending, StepError> {
+    for &fd in &cfg.launcher_ends {
+        // SAFETY: closes this process's copy of a descriptor only the launcher uses.
+        unsafe { libc::close(fd) };
+    }
     let Some(go) = wait_for_go(cfg)? else {
         return Ok(Ending::Quietly);
     };
+    if cfg.stdin_null {
+        detach_stdin()?;
+    }
     enter_namespaces(cfg)?;
     mark(cfg, tag::NAMESPACES);
     set_up_identity_of_the_box(cfg, &go)?;
@@ -251,6 +264,27 @@ fn setup_and_exec(cfg: &mut ChildConfig) -> Result<Ending, StepError> {
         errno: Errno::EINVAL,
     })?;
     exec_workload(cfg, pty)
+}
+
+/// Replaces stdin with `/dev/null`, so the workload reads nothing of the launcher's terminal
+/// unless asked (`-i`).
+fn detach_stdin() -> Step {
+    let null = ctx(
+        nix::fcntl::open(
+            "/dev/null",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ),
+        || "opening /dev/null for stdin".into(),
+    )?;
+    // SAFETY: descriptor 0 is this process's own stdin; dup2 replaces it atomically.
+    if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
+        return Err(StepError {
+            what: "making /dev/null the stdin".into(),
+            errno: Errno::last(),
+        });
+    }
+    Ok(())
 }
 
 /// Step 1: die with the launcher; wait for it to finish its part.

@@ -72,7 +72,11 @@ pub struct Launch {
     pub pausable: bool,
     pub entry: Entry,
     pub start: Start,
+    /// Where a terminal's master end goes (`--console-socket`). Without one, an attached
+    /// launcher ([`Start::Pipe`]) keeps it: [`Spawned::take_terminal`].
     pub console_socket: Option<PathBuf>,
+    /// The workload keeps the launcher's stdin (else it reads `/dev/null`).
+    pub keep_stdin: bool,
     pub preserve_fds: u32,
     pub hooks: ContainerHooks,
 }
@@ -90,6 +94,8 @@ pub struct Spawned {
     attached: bool,
     /// The ready pipe's descriptor number in the first process (`sandbox-guest init`'s).
     ready_fd: Option<i32>,
+    /// The launcher's end of the socket the terminal's master arrives on (attached, `-t`).
+    console: Option<OwnedFd>,
 }
 
 /// How the workload ended.
@@ -176,8 +182,25 @@ fn spawn_prepared(p: Prepared) -> Result<Spawned, ContainerError> {
             .map_err(|e| ContainerError::sys(format!("opening the exec FIFO {}", path.display()), e))?,
         ),
     };
-    if let (Some(path), true) = (&launch.console_socket, plan.process.terminal) {
-        config.console_socket = Some(terminal::connect(path).map_err(ContainerError::Config)?);
+    let mut console = None;
+    if plan.process.terminal {
+        match &launch.console_socket {
+            Some(path) => {
+                config.console_socket = Some(terminal::connect(path).map_err(ContainerError::Config)?)
+            }
+            None => {
+                // Attached (`sandbox run -t`): the master comes back to this launcher.
+                let (ours, theirs) = nix::sys::socket::socketpair(
+                    nix::sys::socket::AddressFamily::Unix,
+                    nix::sys::socket::SockType::Stream,
+                    None,
+                    nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                )
+                .map_err(|e| ContainerError::sys("creating the terminal's socket pair", e))?;
+                config.console_socket = Some(theirs);
+                console = Some(ours);
+            }
+        }
     }
     let cgroup = create_cgroup(plan, launch, rootless)?;
     let (go_read, go_write) = process::pipe()?;
@@ -187,6 +210,11 @@ fn spawn_prepared(p: Prepared) -> Result<Spawned, ContainerError> {
         _ => None,
     };
     config.go_fd = go_read.as_raw_fd();
+    config.launcher_ends = [go_write.as_raw_fd(), status_read.as_raw_fd()]
+        .into_iter()
+        .chain(ready.as_ref().map(|(r, _)| r.as_raw_fd()))
+        .chain(console.as_ref().map(|c| c.as_raw_fd()))
+        .collect();
     config.status_fd = status_write.as_raw_fd();
     config.ready_fd = ready.as_ref().map(|(_, w)| w.as_raw_fd());
 
@@ -228,6 +256,7 @@ fn spawn_prepared(p: Prepared) -> Result<Spawned, ContainerError> {
         forwarder,
         attached: launch.start == Start::Pipe,
         ready_fd,
+        console,
     };
     spawned.map_ids(plan, flags)?;
     if let Some(cg) = &spawned.cgroup {
@@ -380,6 +409,7 @@ fn child_config(
         hook_state: launch.hooks.state.clone(),
         start: StartWait::Pipe,
         attached: launch.start == Start::Pipe,
+        stdin_null: !launch.keep_stdin && !plan.process.terminal,
         filters,
         caps: requested.limited_to(caps::bounding_of_self()),
         last_cap: caps::last_cap(),
@@ -392,6 +422,7 @@ fn child_config(
             None
         },
         go_fd: -1,
+        launcher_ends: Vec::new(),
         status_fd: -1,
         ready_fd: None,
     })
@@ -509,6 +540,17 @@ impl Spawned {
     }
 
     /// Releases the workload (`sandbox run`), and waits until it is executing.
+    /// The master end of the workload's terminal, for a launcher that keeps it (`sandbox run
+    /// -t`); call after [`Spawned::go`] (the first process sends it while it builds the root).
+    pub fn take_terminal(&mut self) -> Result<Option<OwnedFd>, ContainerError> {
+        let Some(socket) = self.console.take() else {
+            return Ok(None);
+        };
+        terminal::receive_master(&socket)
+            .map(Some)
+            .map_err(|e| ContainerError::sys("receiving the terminal from the container", e))
+    }
+
     pub fn start(&mut self) -> Result<(), ContainerError> {
         process::send_line(&self.go, "start\n")?;
         self.status.until_exec(&mut self.progress);

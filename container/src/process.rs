@@ -194,7 +194,7 @@ extern "C" fn forward(sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut 
     }
 }
 
-/// Forwards SIGINT and SIGTERM sent to the launcher to the container's first process while
+/// Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to the launcher to the container's first process while
 /// alive; the previous handlers come back when dropped.
 pub struct SignalForwarder {
     previous: Vec<(Signal, SigAction)>,
@@ -209,7 +209,9 @@ impl SignalForwarder {
             SigSet::empty(),
         );
         let mut previous = Vec::new();
-        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // What ends a foreground program (and a terminal's hang-up) reaches the workload, whose
+        // init passes it on; the launcher itself ends when the workload does.
+        for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
             // SAFETY: the handler only reads an atomic and calls kill, both async-signal-safe.
             let old = unsafe { signal::sigaction(sig, &action) }
                 .map_err(|e| ContainerError::sys("installing the signal forwarder", e))?;

@@ -105,6 +105,37 @@ pub fn send_master(socket: RawFd, master: &OwnedFd) -> Step {
     )
 }
 
+/// Receives a terminal's master end sent by [`send_master`] on `socket`.
+pub fn receive_master(socket: &OwnedFd) -> Result<OwnedFd, Errno> {
+    let mut name = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = loop {
+        match nix::sys::socket::recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    for cmsg in msg.cmsgs()? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(&fd) = fds.first() {
+                for &extra in &fds[1..] {
+                    // SAFETY: closes descriptors the kernel just gave this process.
+                    unsafe { libc::close(extra) };
+                }
+                // SAFETY: the kernel just installed this descriptor in this process.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(Errno::ENODATA)
+}
+
 /// Makes `slave` this process's controlling terminal and its stdin, stdout and stderr (the
 /// process must lead a session of its own: see `setsid`).
 pub fn become_stdio(slave: &OwnedFd) -> Step {

@@ -18,7 +18,10 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Holding {
     /// `sandbox run`: the launcher starts, waits for and deletes the sandbox itself.
-    Attached,
+    Attached {
+        /// The workload reads the launcher's stdin (`-i`); else `/dev/null`.
+        keep_stdin: bool,
+    },
     /// The OCI runtime: `create` returns, later commands find the sandbox by its state.
     Detached {
         /// `--console-socket`: where a terminal's master end goes.
@@ -84,6 +87,12 @@ pub trait Backend {
     /// Sets the sandbox up in `dir` (just created, with its first state) to the point where its
     /// workload waits for start.
     fn create(&mut self, request: &CreateRequest, dir: &SandboxDir) -> Result<Created, CoreError>;
+
+    /// The sandbox's terminal, for the launcher to relay its own to (`sandbox run -t`); called
+    /// after `create` when the Plan asks for a terminal.
+    fn terminal(&mut self, _keep_stdin: bool) -> Result<Option<crate::terminal::Ends>, CoreError> {
+        Ok(None)
+    }
 
     /// Releases the workload.
     fn start(&mut self, dir: &SandboxDir, state: &State) -> Result<(), CoreError>;

@@ -55,7 +55,7 @@ fn launch_for(request: &CreateRequest) -> Result<Launch, CoreError> {
         RootKind::Directory(path) => (RootSource::Directory(path.clone()), path.clone()),
     };
     let (start, console_socket, preserve_fds) = match &request.holding {
-        Holding::Attached => (Start::Pipe, None, 0),
+        Holding::Attached { .. } => (Start::Pipe, None, 0),
         Holding::Detached {
             console_socket,
             preserve_fds,
@@ -90,6 +90,7 @@ fn launch_for(request: &CreateRequest) -> Result<Launch, CoreError> {
         entry,
         start,
         console_socket,
+        keep_stdin: !matches!(request.holding, Holding::Attached { keep_stdin: false }),
         preserve_fds,
         hooks: ContainerHooks {
             create_runtime: a.hooks.create_runtime.clone(),
@@ -183,7 +184,7 @@ impl Backend for ContainerBackend {
             ..Created::default()
         };
         match request.holding {
-            Holding::Attached => {
+            Holding::Attached { .. } => {
                 created.cgroup_dirs = spawned.cgroup().map(Cgroup::paths).unwrap_or_default();
                 self.local = Some(Local {
                     spawned,
@@ -199,6 +200,31 @@ impl Backend for ContainerBackend {
             }
         }
         Ok(created)
+    }
+
+    fn terminal(&mut self, keep_stdin: bool) -> Result<Option<crate::terminal::Ends>, CoreError> {
+        let Some(local) = &mut self.local else {
+            return Ok(None);
+        };
+        let Some(master) = local.spawned.take_terminal()? else {
+            return Ok(None);
+        };
+        let dup = |fd: &std::os::fd::OwnedFd| {
+            fd.try_clone().map_err(|e| CoreError::Terminal {
+                what: "duplicating the pty master",
+                errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })
+        };
+        let output = dup(&master)?;
+        let resizer = dup(&master)?;
+        Ok(Some(crate::terminal::Ends {
+            sandbox_in: master,
+            sandbox_out: Some(output),
+            stdin: keep_stdin,
+            resize: Box::new(move |size| {
+                crate::terminal::set_size(std::os::fd::AsRawFd::as_raw_fd(&resizer), size)
+            }),
+        }))
     }
 
     fn start(&mut self, dir: &SandboxDir, state: &State) -> Result<(), CoreError> {

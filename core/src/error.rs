@@ -70,6 +70,12 @@ pub enum CoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The launcher's terminal could not be relayed (`sandbox run -t`).
+    #[error("the terminal: {what}: {errno}")]
+    Terminal {
+        what: &'static str,
+        errno: nix::errno::Errno,
+    },
     #[error("internal error (a bug in sandbox): {0}")]
     Internal(String),
 }

@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod oci;
 pub mod plan;
 pub mod state;
+pub mod terminal;
 pub mod timeline;
 pub mod vm;
 
@@ -107,12 +108,28 @@ pub fn run_spec(
     match mode {
         Mode::Container => {
             let mut backend = container::ContainerBackend::new();
-            let outcome = lifecycle::run(&mut backend, &assembled, &root, &id, spec.net, started_ns)?;
+            let outcome = lifecycle::run(
+                &mut backend,
+                &assembled,
+                &root,
+                &id,
+                spec.net,
+                spec.interactive,
+                started_ns,
+            )?;
             Ok(RunResult { outcome, vm: None })
         }
         Mode::Vm => {
             let mut backend = vm::VmBackend::new(image.clone(), vm_opts);
-            let outcome = lifecycle::run(&mut backend, &assembled, &root, &id, spec.net, started_ns)?;
+            let outcome = lifecycle::run(
+                &mut backend,
+                &assembled,
+                &root,
+                &id,
+                spec.net,
+                spec.interactive,
+                started_ns,
+            )?;
             Ok(RunResult {
                 outcome,
                 vm: backend.take_run(),

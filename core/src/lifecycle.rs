@@ -44,6 +44,29 @@ pub fn initial_state(
     }
 }
 
+/// With a terminal (`-t`): the relay between the launcher's terminal and the sandbox's, and the
+/// launcher's terminal in raw mode when the workload reads it (`-i`).
+fn attach_terminal(
+    backend: &mut dyn Backend,
+    assembled: &Assembled,
+    keep_stdin: bool,
+) -> Result<Option<(crate::terminal::Relay, Option<crate::terminal::RawMode>)>, CoreError> {
+    if !assembled.plan.process.terminal {
+        return Ok(None);
+    }
+    let Some(ends) = backend.terminal(keep_stdin)? else {
+        return Ok(None);
+    };
+    let sys = |what: &'static str, errno: nix::errno::Errno| CoreError::Terminal { what, errno };
+    let raw = if keep_stdin {
+        crate::terminal::RawMode::enter().map_err(|e| sys("putting the terminal in raw mode", e))?
+    } else {
+        None
+    };
+    let relay = crate::terminal::relay(ends).map_err(|e| sys("starting the terminal relay", e))?;
+    Ok(Some((relay, raw)))
+}
+
 /// Creates, starts and waits for the sandbox `assembled` describes (as `id` under `root`), then
 /// deletes it; returns how it ended. Whatever fails, what was created is removed.
 pub fn run(
@@ -52,13 +75,14 @@ pub fn run(
     root: &Root,
     id: &str,
     net: NetMode,
+    keep_stdin: bool,
     started_ns: u64,
 ) -> Result<Outcome, CoreError> {
     let request = CreateRequest {
         assembled,
         root,
         id,
-        holding: Holding::Attached,
+        holding: Holding::Attached { keep_stdin },
         net,
         started_ns,
     };
@@ -72,9 +96,18 @@ pub fn run(
     state.cgroup_dirs = created.cgroup_dirs;
     state.link = created.link;
     dir.save(&state)?;
-    let outcome = backend.start(&dir, &state).and_then(|()| {
-        state.started = true;
-        backend.wait(&state)
+    let outcome = attach_terminal(backend, assembled, keep_stdin).and_then(|terminal| {
+        let outcome = backend.start(&dir, &state).and_then(|()| {
+            state.started = true;
+            backend.wait(&state)
+        });
+        // The sandbox's last output is written, and the launcher's terminal restored, before
+        // anything else is printed.
+        if let Some((relay, raw)) = terminal {
+            relay.finish();
+            drop(raw);
+        }
+        outcome
     });
     let deleted = backend.delete(dir, &state);
     let outcome = outcome?;

@@ -152,6 +152,13 @@ pub struct SandboxSpec {
     pub timings: bool,
     /// `--trace`: print each step as it happens (for debugging the launcher).
     pub trace: bool,
+    /// `-t`: the command gets a pseudo-terminal of its own (its controlling terminal), which the
+    /// launcher relays to its own, in raw mode.
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: the command's stdin is the launcher's (else `/dev/null`).
+    #[serde(default)]
+    pub interactive: bool,
 }
 
 impl Default for SandboxSpec {
@@ -168,6 +175,8 @@ impl Default for SandboxSpec {
             user: None,
             timings: false,
             trace: false,
+            tty: false,
+            interactive: false,
         }
     }
 }

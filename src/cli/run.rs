@@ -15,6 +15,8 @@ Examples:
   sandbox run --mode container --net host -- ip route          eth0 on a private /30; the host is the gateway
   sandbox run --mode container --volume /srv/data:/data:ro --workdir /data -- ls
   sandbox run --mode container --timings -- sandbox-guest ready
+  sandbox run -it -- sh                                     an interactive shell (exit or Ctrl-D ends it)
+  echo hi | sandbox run -i -- cat                           stdin reaches the command only with -i
   sandbox run --mode vm                                    `info` inside a microVM
   sandbox run --mode vm --cpus 2 --memory 256M -- nproc
   sandbox run --mode vm --net host -- ip addr              a tap on a private /30
@@ -75,6 +77,14 @@ pub struct Args {
     /// Run the command as UID[:GID].
     #[arg(long, value_parser = SandboxSpec::parse_user, value_name = "UID[:GID]")]
     user: Option<(u32, u32)>,
+    /// Give the command a terminal of its own (its controlling terminal, window size followed);
+    /// this terminal is relayed to it. With -i, an interactive session: `sandbox run -it -- sh`.
+    #[arg(long, short = 't')]
+    tty: bool,
+    /// Keep stdin open for the command (without it the command reads /dev/null). With -t,
+    /// this terminal goes into raw mode until the command ends.
+    #[arg(long, short = 'i')]
+    interactive: bool,
     /// Print the time of each phase (µs since the launcher started) to stderr.
     #[arg(long)]
     timings: bool,
@@ -130,6 +140,8 @@ fn spec_from(args: Args, mode: Mode) -> anyhow::Result<SandboxSpec> {
         user: args.user,
         timings: args.timings,
         trace: args.trace,
+        tty: args.tty,
+        interactive: args.interactive,
     };
     spec.validate()?;
     spec.volumes.extend(files);
@@ -158,6 +170,13 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         started: started_instant,
         ..sandbox_core::vm::VmOptions::new()
     };
+    if args.tty && args.interactive {
+        anyhow::ensure!(
+            sandbox_core::terminal::is_terminal(0),
+            "-t with -i needs a terminal on stdin, and stdin is not one: drop -t to pipe input, \
+             or run from a terminal"
+        );
+    }
     let spec = spec_from(args, mode)?;
     let core_mode = match mode {
         Mode::Container => sandbox_core::Mode::Container,

@@ -40,7 +40,17 @@ pub(super) fn assemble(
         },
         command,
     );
-    plan.env = image.env.iter().chain(spec.env.iter()).cloned().collect();
+    // With a terminal, TERM says what it understands (the launcher's own, as docker -t does);
+    // the image's and the user's settings come after and win.
+    let term = spec.tty.then(|| {
+        let value = std::env::var("TERM").ok().filter(|t| !t.is_empty());
+        ("TERM".to_string(), value.unwrap_or_else(|| "xterm".into()))
+    });
+    plan.env = term
+        .into_iter()
+        .chain(image.env.iter().cloned())
+        .chain(spec.env.iter().cloned())
+        .collect();
     plan.hostname = Some(spec.hostname.clone().unwrap_or_else(|| format!("sbx-{id}")));
     plan.workdir = spec.workdir.clone().or_else(|| image.working_dir.clone());
     plan.user = spec.user.or(image.user);
@@ -54,11 +64,13 @@ pub(super) fn assemble(
         })
         .collect();
     plan.resources = resources(&spec.resources);
+    plan.process.terminal = spec.tty;
+    plan.process.console_size = spec.tty.then(crate::terminal::host_size).flatten();
     if mode == Mode::Container {
         plan.process = ProcessPlan {
             rlimits: sandbox_container::rlimits::defaults(),
             no_new_privileges: true,
-            ..ProcessPlan::default()
+            ..plan.process
         };
         plan.isolation = container_isolation(spec, rootless);
     }

@@ -258,7 +258,7 @@ impl Backend for VmBackend {
     }
 
     fn check(&mut self, request: &CreateRequest) -> Result<(), CoreError> {
-        if request.holding != Holding::Attached {
+        if !matches!(request.holding, Holding::Attached { .. }) {
             return Err(self.unsupported("a VM that outlives its launcher"));
         }
         let opts = self

@@ -63,6 +63,18 @@ pub struct Prepared {
     workdir: Option<CString>,
     user: Option<(u32, u32)>,
     ready_fd: Option<i32>,
+    terminal: Option<Terminal>,
+}
+
+/// How the workload gets its terminal (the Plan's `process.terminal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Terminal {
+    /// A container: init's stdio already is the pty and init leads its session; the workload
+    /// becomes the terminal's foreground job.
+    Inherited,
+    /// A VM: the workload starts a session on the console's own device (`/dev/ttyS0`; the
+    /// kernel never makes `/dev/console` a controlling terminal), sized as the host's.
+    Device { path: CString, size: Option<(u16, u16)> },
 }
 
 fn cstring(what: &'static str, value: &str) -> Result<CString, SpawnError> {
@@ -101,12 +113,76 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, SpawnError> {
             .map(|w| cstring("working directory", w))
             .transpose()?,
         user: plan.user,
+        terminal: plan.process.terminal.then(|| terminal_for(plan)).transpose()?,
         ready_fd: match plan.ready {
             ReadyChannel::Fd(fd) => Some(fd),
             _ => None,
         },
         program,
     })
+}
+
+fn terminal_for(plan: &Plan) -> Result<Terminal, SpawnError> {
+    if plan.mode != sandbox_protocol::Mode::Vm {
+        return Ok(Terminal::Inherited);
+    }
+    // The last console the kernel writes to is the one `/dev/console` reads from.
+    let name = std::fs::read_to_string("/sys/class/tty/console/active")
+        .ok()
+        .and_then(|s| s.split_whitespace().last().map(str::to_string))
+        .unwrap_or_else(|| "ttyS0".to_string());
+    Ok(Terminal::Device {
+        path: cstring("console device", &format!("/dev/{name}"))?,
+        size: plan.process.console_size,
+    })
+}
+
+/// Gives the child its terminal (before signals are unblocked: a background job changing
+/// the foreground group would otherwise be stopped by SIGTTOU).
+fn take_terminal(terminal: &Terminal) -> Result<(), String> {
+    match terminal {
+        Terminal::Inherited => {
+            nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))
+                .map_err(|e| format!("cannot start a process group: {e}"))?;
+            // A group not in the foreground that takes the terminal gets SIGTTOU unless it is
+            // blocked ([`reaper::unblock_all`] lifts it again before exec).
+            let mut ttou = nix::sys::signal::SigSet::empty();
+            ttou.add(Signal::SIGTTOU);
+            nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&ttou), None)
+                .map_err(|e| format!("cannot block SIGTTOU: {e}"))?;
+            nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpgrp())
+                .map_err(|e| format!("cannot become the terminal's foreground job: {e}"))
+        }
+        Terminal::Device { path, size } => {
+            nix::unistd::setsid().map_err(|e| format!("cannot start a session: {e}"))?;
+            // A session leader without a terminal acquires the first one it opens.
+            let fd = nix::fcntl::open(
+                path.as_c_str(),
+                nix::fcntl::OFlag::O_RDWR,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| format!("cannot open the console {path:?}: {e}"))?;
+            // SAFETY: TIOCSCTTY takes an int by value (0: do not steal it from another session).
+            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::TIOCSCTTY, 0) };
+            if let Some((rows, cols)) = size {
+                let ws = libc::winsize {
+                    ws_row: *rows,
+                    ws_col: *cols,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                // SAFETY: TIOCSWINSZ reads one winsize, which `ws` is.
+                unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::TIOCSWINSZ, &ws) };
+            }
+            for target in 0..3 {
+                // SAFETY: dup2 replaces descriptors 0-2 of this forked child with the console.
+                if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&fd), target) } < 0 {
+                    return Err(format!("cannot make the console fd {target}: {}", Errno::last()));
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Forks; the child runs the workload and never returns. Signals must already be blocked
@@ -132,6 +208,11 @@ fn child_fail(status: i32, message: &str) -> ! {
 /// The child's side: restore signal defaults, keep the ready fd, switch user and directory,
 /// then exec the first candidate that works.
 fn child_main(p: &Prepared) -> ! {
+    if let Some(terminal) = &p.terminal {
+        if let Err(e) = take_terminal(terminal) {
+            child_fail(1, &e);
+        }
+    }
     reaper::unblock_all();
     // Rust's runtime ignores SIGPIPE in this process, and the launcher may have ignored others;
     // an ignored disposition would survive exec, so the workload gets the defaults back.

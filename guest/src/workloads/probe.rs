@@ -27,8 +27,8 @@ pub const PROBES: &[(&str, &str, &str)] = &[
     ),
     (
         "tiocsti",
-        "",
-        "push one byte into the input of the terminal on stdin (TIOCSTI)",
+        "[--fd N]",
+        "push one byte into the input of the terminal on descriptor N (default 0) (TIOCSTI)",
     ),
     (
         "session",
@@ -63,7 +63,16 @@ pub fn run(args: &[String]) -> Result<Value, WorkloadError> {
             let f = flags(&["path", "dev"])?;
             mknod(f.required("path")?, f.required("dev")?)
         }
-        "tiocsti" => flags(&[]).map(|_| tiocsti()),
+        "tiocsti" => {
+            let f = flags(&["fd"])?;
+            let fd = match f.get("fd") {
+                None => 0,
+                Some(v) => v.parse::<i32>().ok().filter(|fd| *fd >= 0).ok_or_else(|| {
+                    WorkloadError::Usage(format!("probe tiocsti: --fd {v:?} is not a descriptor number"))
+                })?,
+            };
+            Ok(tiocsti(fd))
+        }
         "session" => flags(&[]).map(|_| session()),
         "kill-group" => {
             let f = flags(&["signal"])?;
@@ -136,13 +145,13 @@ fn mknod(path: &str, dev: &str) -> Result<Value, WorkloadError> {
     Ok(json!({"probe": "mknod", "path": path, "dev": dev, "mknod": Value::Object(created), "open": opened}))
 }
 
-fn tiocsti() -> Value {
-    // SAFETY: isatty only queries descriptor 0.
-    let tty = unsafe { libc::isatty(0) } == 1;
+fn tiocsti(fd: i32) -> Value {
+    // SAFETY: isatty only queries the descriptor.
+    let tty = unsafe { libc::isatty(fd) } == 1;
     let byte = b'\n';
     // SAFETY: TIOCSTI reads one byte from `byte`, alive for the call.
-    let rc = libc::c_long::from(unsafe { libc::ioctl(0, libc::TIOCSTI, &byte as *const u8) });
-    with(outcome(rc), json!({"probe": "tiocsti", "stdin_is_tty": tty}))
+    let rc = libc::c_long::from(unsafe { libc::ioctl(fd, libc::TIOCSTI, &byte as *const u8) });
+    with(outcome(rc), json!({"probe": "tiocsti", "fd": fd, "is_tty": tty}))
 }
 
 fn session() -> Value {

@@ -2,7 +2,7 @@
 //! `sandbox_image::Store`).
 
 use anyhow::Context;
-use sandbox_image::{human, ImageInfo, Store, DEFAULT_IMAGE};
+use sandbox_image::{human, ImageInfo, ImportOptions, Store, DEFAULT_IMAGE};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -30,6 +30,8 @@ pub enum Command {
             - a `docker save` tarball (manifest.json + layers).\n\
             Every blob is checked against its digest and size, and every tar against truncation, \
             before the store changes: a damaged input is refused and the store is left as it was. \
+            Only regular files are read (a FIFO, device or link where a file belongs is refused), \
+            and device nodes and FIFOs inside layers need --allow-devices. \
             Importing a name that exists replaces it. Prints the name and the manifest digest.",
         after_long_help = EXAMPLES
     )]
@@ -52,6 +54,16 @@ pub struct ImportArgs {
     /// input carries, else the file or directory name without .tar/.tar.gz/.tgz.
     #[arg(long, short)]
     pub name: Option<String>,
+    /// Accept device nodes (character and block devices) and FIFOs in the image's layers.
+    ///
+    /// Off by default: a device node in an image is a door to the host device with that number
+    /// (`/dev/sda`, `/dev/mem`...) for whatever runs the image, and for anyone who can reach the
+    /// unpacked layer; an image that brings its own is refused, naming the entry. Pass this only
+    /// for an image you trust that needs them (a rootfs with a populated /dev). Whiteouts
+    /// (character devices 0/0, which open nothing) are always accepted; sandboxes get their
+    /// /dev from the runtime, not from the image.
+    #[arg(long)]
+    pub allow_devices: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,7 +92,9 @@ command, working directory, user), as in Docker or OCI. Images live in an OCI im
 $SANDBOX_HOME/images (default ~/.local/share/sandbox/images); each layer is unpacked once under \
 $SANDBOX_HOME/layers/ and shared by every sandbox made from it. When a sandbox starts, the current \
 sandbox-guest program is added on top of the image at /usr/bin/sandbox-guest, so it is on PATH in \
-every image without re-importing anything.
+every image without re-importing anything. The store is private to the user who owns it: its \
+directories are mode 0700 (layers hold the images' setuid programs and device nodes), and a store \
+owned by another user is refused.
 
 The image named \"default\" is built on first use from the host's busybox-static \
 (`apt-get install busybox-static`).
@@ -96,9 +110,19 @@ Examples:
 
 pub fn run(cmd: Command) -> anyhow::Result<i32> {
     let store = Store::open_default().context("cannot open the image store (set SANDBOX_HOME to move it)")?;
+    for dir in store.tightened() {
+        eprintln!(
+            "note: {} was open to other users; made it private (mode 0700)",
+            dir.display()
+        );
+    }
     match cmd {
         Command::Import(args) => {
-            let info = store.import(&args.path, args.name.as_deref())?;
+            let options = ImportOptions {
+                name: args.name,
+                allow_devices: args.allow_devices,
+            };
+            let info = store.import_with(&args.path, &options)?;
             print(&format!("{}\t{}", info.name, info.digest))?;
         }
         Command::Ls(args) => {

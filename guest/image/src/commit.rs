@@ -6,7 +6,7 @@ use oci_spec::image::Descriptor;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::digest::parse_sha256;
 use crate::error::ImageError;
@@ -132,7 +132,8 @@ fn collect_garbage(layout: &Layout) -> Result<(), ImageError> {
         crate::unpack::remove_any(&victim)
             .map_err(ImageError::io_at("cannot remove unreferenced layer", &victim))?;
     }
-    remove_stale_staging(layout);
+    // Best effort: what killed imports left behind (owner gone) goes too.
+    let _ = crate::stale::remove_stale_staging(layout);
     prune_guest_layers(layout);
     Ok(())
 }
@@ -160,28 +161,6 @@ fn prune_guest_layers(layout: &Layout) {
         let doomed = layout.guest_layers.join(format!(".tmp-gc-{name}"));
         if fs::rename(&path, &doomed).is_ok() {
             let _ = crate::unpack::remove_any(&doomed);
-        }
-    }
-}
-
-/// Staging directories older than this are left over by an import that was killed.
-const STALE_STAGING: Duration = Duration::from_secs(24 * 3600);
-
-/// Removes import staging directories of killed imports (best effort: imports do not hold the
-/// lock while staging, so only old ones are taken).
-fn remove_stale_staging(layout: &Layout) {
-    let Ok(entries) = fs::read_dir(&layout.tmp) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age > STALE_STAGING);
-        if old && entry.file_name().to_string_lossy().starts_with("import-") {
-            let _ = crate::unpack::remove_any(&entry.path());
         }
     }
 }

@@ -8,6 +8,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
+use crate::devices::DevicePolicy;
 use crate::error::ImageError;
 use crate::import::rootfs::rootfs_config;
 use crate::import::staging::{StagedImage, StagedLayer, Staging};
@@ -97,7 +98,7 @@ fn stage_from(layout: &Layout, busybox: &Path) -> Result<StagedImage, ImageError
     );
     tree.add("etc/hostname", 0o644, SynthKind::Bytes(b"sandbox\n".to_vec()));
 
-    let staging = Staging::new(layout)?;
+    let staging = Staging::new(layout, DevicePolicy::Refuse)?;
     let blob = staging.put_with(oci_spec::image::MediaType::ImageLayer, |w| {
         tree.write(w)
             .map(|_| ())
@@ -107,6 +108,7 @@ fn stage_from(layout: &Layout, busybox: &Path) -> Result<StagedImage, ImageError
         diff_hex: blob.hex.clone(),
         blob,
         markers: Vec::new(),
+        special: None,
     };
     let cmd = vec!["sandbox-guest".to_string(), "info".to_string()];
     let config = rootfs_config(&[&layer], Some(cmd), None)?;

@@ -57,6 +57,36 @@ pub enum ImageError {
     #[error("cannot add the guest program to the image: {0}")]
     GuestBinary(String),
 
+    /// A file import reads as a regular file (a tarball, an archive member, a blob) is
+    /// something else: a FIFO, a device, a socket, a directory or a symbolic link.
+    #[error(
+        "{what}: {} is {kind}, not a regular file (import reads images only from regular files: re-export the image, or import a copy of the file itself)",
+        path.display()
+    )]
+    NotRegular {
+        what: String,
+        path: PathBuf,
+        kind: &'static str,
+    },
+
+    /// A layer entry that is a device node or FIFO, in an import that did not allow them.
+    #[error(
+        "{what}: entry {entry:?} is {kind}; device nodes and FIFOs in an image give whoever runs it access to host devices, so they are refused unless asked for: import with --allow-devices (ImportOptions::allow_devices) if you trust this image"
+    )]
+    DeviceEntry {
+        what: String,
+        entry: String,
+        kind: &'static str,
+    },
+
+    /// The store root belongs to another user than the one running.
+    #[error(
+        "the image store {} belongs to uid {owner}, not to uid {euid} that runs this: refusing to use another user's store; run as its owner, set SANDBOX_HOME to a directory of your own, or take it over with `chown -R {euid} {}`",
+        path.display(),
+        path.display()
+    )]
+    ForeignStore { path: PathBuf, owner: u32, euid: u32 },
+
     /// The store's own metadata (index.json, a manifest or config) cannot be parsed.
     #[error("{what} cannot be parsed: {reason}; if the store is damaged, remove the image with `sandbox image rm` and import it again")]
     Metadata { what: String, reason: String },

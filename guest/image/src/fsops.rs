@@ -120,3 +120,24 @@ pub(crate) fn flock(file: &File, kind: LockKind) -> io::Result<()> {
         }
     }
 }
+
+/// Takes the lock if it is free now: `false` when someone else holds it.
+pub(crate) fn try_flock(file: &File, kind: LockKind) -> io::Result<bool> {
+    let op = match kind {
+        LockKind::Shared => libc::LOCK_SH,
+        LockKind::Exclusive => libc::LOCK_EX,
+    } | libc::LOCK_NB;
+    loop {
+        // SAFETY: the fd belongs to `file`, which is open for the duration of the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(false),
+            _ => return Err(err),
+        }
+    }
+}

@@ -69,7 +69,7 @@ pub(crate) fn guest_layer(layout: &Layout, binary: &Path) -> Result<PathBuf, Ima
         .map_err(|e| ImageError::io("cannot write", tmp.path(), e.into_error()))?;
     let what = format!("the guest layer for {}", binary.display());
     let dir = unpack_layer(tmp.path(), &hex, &layout.guest_layers, &what)?;
-    fs::create_dir_all(&stat_dir).map_err(ImageError::io_at("cannot create", &stat_dir))?;
+    crate::private::create_dir_all(&stat_dir)?;
     write_atomic(&stat_file, hex.as_bytes())?;
     Ok(dir)
 }

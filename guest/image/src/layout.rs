@@ -4,16 +4,20 @@
 //! - `images/.lock`: the store-wide lock (exclusive for changes, shared while unpacking);
 //! - `layers/sha256/<diff_id hex>/`: unpacked layers, `layers/guest/<hex>/`: guest layers;
 //! - `tmp/`: staging for imports.
+//!
+//! The root and every directory here are mode 0700 and must belong to the user running: the
+//! layers hold whatever images carry (setuid programs, device nodes, file capabilities).
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::digest::parse_sha256;
 use crate::error::ImageError;
 use crate::fsops::{self, LockKind};
+use crate::private;
 
 /// The annotation naming an image in `index.json`.
 pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -27,6 +31,9 @@ pub(crate) struct Layout {
     pub layers: PathBuf,
     pub guest_layers: PathBuf,
     pub tmp: PathBuf,
+    /// Store directories that were open to group or others when the store was opened, and
+    /// were made 0700.
+    pub tightened: Vec<PathBuf>,
 }
 
 /// A held store lock; released on drop.
@@ -35,20 +42,23 @@ pub(crate) struct StoreLock {
 }
 
 impl Layout {
-    /// The layout under `home`, created where missing.
+    /// The layout under `home`, created where missing: the root and every store directory
+    /// private (0700), those found open to group or others tightened (listed in `tightened`); a
+    /// root owned by another user is refused.
     pub(crate) fn open(home: &Path) -> Result<Layout, ImageError> {
         let images = home.join("images");
-        let layout = Layout {
+        let mut layout = Layout {
             home: home.to_path_buf(),
             blobs: images.join("blobs/sha256"),
             layers: home.join("layers/sha256"),
             guest_layers: home.join("layers/guest"),
             tmp: home.join("tmp"),
             images,
+            tightened: Vec::new(),
         };
-        for dir in [&layout.blobs, &layout.layers, &layout.guest_layers, &layout.tmp] {
-            fs::create_dir_all(dir).map_err(ImageError::io_at("cannot create the store directory", dir))?;
-        }
+        private::create_dir_all(home)?;
+        private::check_root(home)?;
+        layout.tightened = private::ensure_private(&layout.store_dirs())?;
         let oci_layout = layout.images.join("oci-layout");
         if !oci_layout.exists() {
             write_atomic(&oci_layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -63,6 +73,20 @@ impl Layout {
         Ok(layout)
     }
 
+    /// Every directory of the store's own layout, parents first, the root first of all.
+    fn store_dirs(&self) -> Vec<&Path> {
+        vec![
+            &self.home,
+            &self.images,
+            self.blobs.parent().unwrap_or(&self.images),
+            &self.blobs,
+            self.layers.parent().unwrap_or(&self.home),
+            &self.layers,
+            &self.guest_layers,
+            &self.tmp,
+        ]
+    }
+
     pub(crate) fn index_path(&self) -> PathBuf {
         self.images.join("index.json")
     }
@@ -73,15 +97,29 @@ impl Layout {
 
     /// Takes the store-wide lock.
     pub(crate) fn lock(&self, kind: LockKind) -> Result<StoreLock, ImageError> {
+        let (path, file) = self.lock_file()?;
+        fsops::flock(&file, kind).map_err(ImageError::io_at("cannot lock the store", &path))?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// Takes the store-wide lock if no one holds it now.
+    pub(crate) fn try_lock(&self, kind: LockKind) -> Result<Option<StoreLock>, ImageError> {
+        let (path, file) = self.lock_file()?;
+        let locked =
+            fsops::try_flock(&file, kind).map_err(ImageError::io_at("cannot lock the store", &path))?;
+        Ok(locked.then_some(StoreLock { _file: file }))
+    }
+
+    fn lock_file(&self) -> Result<(PathBuf, File), ImageError> {
         let path = self.images.join(".lock");
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(ImageError::io_at("cannot open the store lock", &path))?;
-        fsops::flock(&file, kind).map_err(ImageError::io_at("cannot lock the store", &path))?;
-        Ok(StoreLock { _file: file })
+        Ok((path, file))
     }
 
     pub(crate) fn read_index(&self) -> Result<ImageIndex, ImageError> {

@@ -8,9 +8,15 @@
 //!   the current static `sandbox-guest` at `/usr/bin/sandbox-guest` — on top, and the image's
 //!   run configuration. [`ResolvedImage::flatten_into`] merges them into one tree for a disk.
 //! - [`DEFAULT_IMAGE`] is built on first use from the host's busybox-static.
+//!
+//! The store is private to its owner: its root and directories are mode 0700, and a root
+//! owned by another user is refused. Import reads only regular files, never past their
+//! declared size, and refuses device nodes and FIFOs in layers unless
+//! [`ImportOptions::allow_devices`] is set.
 
 mod commit;
 mod default_image;
+mod devices;
 mod digest;
 mod error;
 mod flatten;
@@ -19,6 +25,10 @@ mod guest;
 mod import;
 mod layout;
 mod name;
+mod owner;
+mod private;
+mod regular;
+mod stale;
 mod store;
 mod tarstream;
 mod tarwrite;
@@ -33,6 +43,17 @@ pub use store::{human, Store};
 
 /// The image used when none is named; built from busybox-static on first use.
 pub const DEFAULT_IMAGE: &str = "default";
+
+/// How [`Store::import_with`] imports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// The image's name; default: the name the input carries, else its file name.
+    pub name: Option<String>,
+    /// Accept device nodes (character and block devices other than 0/0 whiteouts) and FIFOs in
+    /// the image's layers. Off by default: such a node gives whoever runs the image — and
+    /// whoever reaches the unpacked layer — the host device behind its number.
+    pub allow_devices: bool,
+}
 
 /// One image, as `sandbox image ls` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,8 +11,8 @@ use crate::fsops::LockKind;
 use crate::layout::Layout;
 use crate::unpack::unpack_layer;
 use crate::{
-    default_image, guest, import, ImageDetails, ImageInfo, LayerDetails, ResolvedImage, RunConfig,
-    DEFAULT_IMAGE,
+    default_image, guest, import, stale, ImageDetails, ImageInfo, ImportOptions, LayerDetails, ResolvedImage,
+    RunConfig, DEFAULT_IMAGE,
 };
 
 /// Where the guest program put on top of every image comes from.
@@ -40,8 +40,10 @@ struct Loaded {
 }
 
 impl Store {
-    /// Opens the store under `home`, creating its layout if missing. Resolved images get the
-    /// guest program found by `sandbox_protocol::paths::guest_binary()`.
+    /// Opens the store under `home`, creating its layout if missing, every directory mode 0700;
+    /// directories found open to group or others are made 0700 (see [`Store::tightened`]), and
+    /// a `home` owned by another user is refused ([`ImageError::ForeignStore`]). Resolved
+    /// images get the guest program found by `sandbox_protocol::paths::guest_binary()`.
     pub fn open(home: &Path) -> Result<Store, ImageError> {
         Ok(Store {
             layout: Layout::open(home)?,
@@ -67,15 +69,40 @@ impl Store {
         &self.layout.home
     }
 
+    /// Store directories that were open to group or others when the store was opened and
+    /// have been made private (0700): for the caller to tell the user. Empty almost always.
+    pub fn tightened(&self) -> &[PathBuf] {
+        &self.layout.tightened
+    }
+
     /// Imports `path` — a root file system directory or tarball (plain or gzip), an OCI image
     /// layout directory or archive, or a `docker save` tarball — as `name` (else the name the
     /// input carries, else its file name). Every blob is verified before the store changes; an
-    /// existing image of the same name is replaced.
+    /// existing image of the same name is replaced. Device nodes and FIFOs in layers are
+    /// refused: see [`Store::import_with`] to allow them.
     pub fn import(&self, path: &Path, name: Option<&str>) -> Result<ImageInfo, ImageError> {
-        let staged = import::stage(&self.layout, path, name)?;
+        let options = ImportOptions {
+            name: name.map(str::to_string),
+            ..ImportOptions::default()
+        };
+        self.import_with(path, &options)
+    }
+
+    /// [`Store::import`] with every option: the name, and whether layers may hold device nodes
+    /// and FIFOs.
+    pub fn import_with(&self, path: &Path, options: &ImportOptions) -> Result<ImageInfo, ImageError> {
+        let staged = import::stage(&self.layout, path, options)?;
         let name = staged.name.clone();
         commit::commit(&self.layout, staged)?;
         self.info(&name)
+    }
+
+    /// Removes what killed imports left: staging directories under `tmp/` whose importing
+    /// process (recorded by pid and start time) is gone — or, without a readable record, that
+    /// are older than a minute — and, when no one holds the store lock, temporary leftovers of
+    /// killed layer unpacks. Returns the paths removed. For `sandbox gc`.
+    pub fn remove_stale_staging(&self) -> Result<Vec<PathBuf>, ImageError> {
+        stale::remove_stale(&self.layout)
     }
 
     /// Every image in the store, sorted by name.

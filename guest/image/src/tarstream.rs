@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
+use crate::devices::{self, SpecialEntry};
 use crate::error::ImageError;
 
 const BLOCK: usize = 512;
@@ -89,6 +90,8 @@ pub(crate) struct LayerScan {
     pub facts: StreamFacts,
     /// Which of [`ARCHIVE_MARKERS`] are regular files at the top of the archive.
     pub markers: Vec<&'static str>,
+    /// The first device node or FIFO entry (whiteouts, 0/0 character devices, aside).
+    pub special: Option<SpecialEntry>,
 }
 
 /// A reader over the uncompressed tar stream of a file that hashes it and checks its framing.
@@ -411,12 +414,24 @@ fn symlink_above(symlinks: &std::collections::HashSet<PathBuf>, path: &Path) -> 
         .map(Path::to_path_buf)
 }
 
+/// The entry as a [`SpecialEntry`] if it is a device node or FIFO.
+fn special_entry<R: Read>(entry: &tar::Entry<'_, R>, raw: &Path) -> Option<SpecialEntry> {
+    let header = entry.header();
+    let major = header.device_major().ok().flatten().unwrap_or(0);
+    let minor = header.device_minor().ok().flatten().unwrap_or(0);
+    devices::tar_special(header.entry_type(), major, minor).map(|kind| SpecialEntry {
+        entry: raw.display().to_string(),
+        kind,
+    })
+}
+
 /// Reads a whole layer stream through the `tar` crate, checking every entry path, and returns
 /// its diff_id and uncompressed size. Used to verify layers and tarballs while importing.
 pub(crate) fn verify_layer(path: &Path, what: &str) -> Result<LayerScan, ImageError> {
     let stream = TarStream::open(path, what)?;
     let mut archive = tar::Archive::new(stream);
     let mut markers = Vec::new();
+    let mut special = None;
     // Symlinks declared so far: nothing may be written through one.
     let mut symlinks: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let outcome = (|| -> Result<(), ImageError> {
@@ -440,6 +455,9 @@ pub(crate) fn verify_layer(path: &Path, what: &str) -> Result<LayerScan, ImageEr
                     entry: raw.display().to_string(),
                     reason: format!("it would be written through the symlink {}", link.display()),
                 });
+            }
+            if special.is_none() {
+                special = special_entry(&entry, &raw);
             }
             if entry.header().entry_type().is_symlink() {
                 symlinks.insert(rel.clone());
@@ -498,6 +516,7 @@ pub(crate) fn verify_layer(path: &Path, what: &str) -> Result<LayerScan, ImageEr
         Ok(()) => Ok(LayerScan {
             facts: stream.finish()?,
             markers,
+            special,
         }),
         Err(e @ ImageError::Corrupt { .. }) => Err(stream.diagnose(e)),
         Err(e) => Err(e),

@@ -8,7 +8,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crate::devices::{self, DevicePolicy, SpecialEntry};
 use crate::error::ImageError;
+use crate::regular::{open_regular, ExactLen, Regular};
 
 /// The mtime of every entry of a synthetic tree: 2000-01-01T00:00:00Z.
 pub(crate) const FIXED_MTIME: u64 = 946_684_800;
@@ -96,13 +98,15 @@ impl SynthTree {
 }
 
 /// Writes the tree under `root` as a tar into `out`: entries sorted by name, owners, modes and
-/// mtimes as on disk, hard links as link entries, device nodes and FIFOs kept, sockets skipped.
-/// The root directory itself is not an entry.
-pub(crate) fn write_dir<W: Write>(root: &Path, out: W) -> Result<W, ImageError> {
+/// mtimes as on disk, hard links as link entries, sockets skipped; device nodes and FIFOs kept
+/// if `devices` allows them, else refused (0/0 whiteouts are always kept). Files are read only
+/// if regular, and only as far as their size. The root directory itself is not an entry.
+pub(crate) fn write_dir<W: Write>(root: &Path, out: W, devices: DevicePolicy) -> Result<W, ImageError> {
     let mut walker = DirTar {
         root,
         builder: tar::Builder::new(out),
         links: HashMap::new(),
+        devices,
     };
     walker.walk(Path::new(""))?;
     walker
@@ -116,6 +120,7 @@ struct DirTar<'a, W: Write> {
     builder: tar::Builder<W>,
     /// (dev, inode) of multiply-linked files already written, to their archive path.
     links: HashMap<(u64, u64), PathBuf>,
+    devices: DevicePolicy,
 }
 
 impl<W: Write> DirTar<'_, W> {
@@ -154,18 +159,26 @@ impl<W: Write> DirTar<'_, W> {
                     }
                     self.links.insert(key, rel.clone());
                 }
-                let file = File::open(&path).map_err(ImageError::io_at("cannot open", &path))?;
+                let what = format!("{}: file {}", self.root.display(), rel.display());
+                let Regular { file, size } = open_regular(&path, &what)?
+                    .ok_or_else(|| ImageError::io("cannot open", &path, io::ErrorKind::NotFound.into()))?;
                 h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(meta.len());
-                // `take` guards against a file growing while it is read.
+                h.set_size(size);
+                // Exactly `size` bytes: a file that grows or shrinks while read cannot corrupt
+                // the tar.
                 self.builder
-                    .append_data(&mut h, &rel, io::Read::take(file, meta.len()))
+                    .append_data(&mut h, &rel, ExactLen::new(file, size))
                     .map_err(err)?;
             } else if ft.is_symlink() {
                 let target = fs::read_link(&path).map_err(ImageError::io_at("cannot read symlink", &path))?;
                 h.set_entry_type(tar::EntryType::Symlink);
                 self.builder.append_link(&mut h, &rel, &target).map_err(err)?;
             } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+                let special = devices::file_special(ft, meta.rdev()).map(|kind| SpecialEntry {
+                    entry: rel.display().to_string(),
+                    kind,
+                });
+                devices::check(self.devices, &self.root.display().to_string(), special.as_ref())?;
                 let kind = if ft.is_char_device() {
                     tar::EntryType::Char
                 } else if ft.is_block_device() {

@@ -68,7 +68,7 @@ fn unpack_locked(
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
         .map_err(ImageError::io_at("cannot set the mode of", tmp.path()))?;
     let stream = TarStream::open(blob, what)?;
-    let facts = unpack_stream(stream, tmp.path(), what, true)?;
+    let facts = unpack_stream(stream, tmp.path(), what, UnpackAs::Layer)?;
     if facts.diff_hex != diff_hex {
         return Err(ImageError::corrupt(
             what,
@@ -93,18 +93,29 @@ fn unpack_locked(
     }
 }
 
+/// What a tar stream is unpacked as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnpackAs {
+    /// An image layer: OCI whiteouts become overlayfs ones, device nodes and FIFOs are made
+    /// (import already decided whether the layer may hold them).
+    Layer,
+    /// An image archive (`docker save`, an OCI archive): files, directories and links only;
+    /// a device node or FIFO member is refused, and `.wh.` names are plain files.
+    Archive,
+}
+
 /// Unpacks every entry of `stream` into `root` (an existing directory), then checks the stream
-/// is complete. With `whiteouts`, OCI whiteout entries are converted for overlayfs.
+/// is complete.
 pub(crate) fn unpack_stream(
     stream: TarStream,
     root: &Path,
     what: &str,
-    whiteouts: bool,
+    mode: UnpackAs,
 ) -> Result<StreamFacts, ImageError> {
     let mut unpacker = Unpacker {
         root,
         what,
-        whiteouts,
+        whiteouts: mode == UnpackAs::Layer,
         dir_times: Vec::new(),
     };
     let mut archive = tar::Archive::new(stream);
@@ -134,6 +145,7 @@ pub(crate) fn unpack_stream(
 struct Unpacker<'a> {
     root: &'a Path,
     what: &'a str,
+    /// Unpacking a layer (whiteouts converted, device nodes made), not an archive.
     whiteouts: bool,
     /// Directory mtimes, set once every entry is in place (creating children changes them).
     dir_times: Vec<(PathBuf, i64)>,
@@ -153,6 +165,19 @@ impl Unpacker<'_> {
             what: self.what.to_string(),
             entry: entry.display().to_string(),
             reason: reason.into(),
+        }
+    }
+
+    /// A device node or FIFO member of an image archive, which holds only files and links.
+    fn archive_special(&self, raw: &Path, kind: tar::EntryType) -> ImageError {
+        ImageError::NotRegular {
+            what: self.what.to_string(),
+            path: raw.to_path_buf(),
+            kind: match kind {
+                tar::EntryType::Char => "a character device",
+                tar::EntryType::Block => "a block device",
+                _ => "a FIFO",
+            },
         }
     }
 
@@ -293,6 +318,9 @@ impl Unpacker<'_> {
                     fs::hard_link(&target_path, &path)
                         .map_err(ImageError::io_at("cannot create hard link", &path))?;
                 }
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo if !self.whiteouts => {
+                return Err(self.archive_special(&raw, kind));
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let type_bits = match kind {

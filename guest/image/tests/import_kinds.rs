@@ -41,7 +41,7 @@ fn import_rootfs_directory() {
     let t = test_store();
     let root = t.scratch.path().join("myroot");
     make_sample_rootfs_dir(&root);
-    let info = t.store.import(&root, None).unwrap();
+    let info = t.import_allowing_devices(&root, None).unwrap();
     assert_eq!(info.name, "myroot", "named after the directory");
     assert_eq!(info.layers, 1);
     assert!(
@@ -54,7 +54,7 @@ fn import_rootfs_directory() {
     check_sample_rootfs(&resolved.layers[0], true);
 
     // The layer tar is deterministic: importing the same tree again gives the same layer.
-    let again = t.store.import(&root, Some("myroot2")).unwrap();
+    let again = t.import_allowing_devices(&root, Some("myroot2")).unwrap();
     let a = t.store.inspect("myroot").unwrap();
     let b = t.store.inspect(&again.name).unwrap();
     assert_eq!(a.layers[0].diff_id, b.layers[0].diff_id);
@@ -65,7 +65,7 @@ fn import_plain_tarball() {
     let t = test_store();
     let path = t.scratch.path().join("rootfs.tar");
     fs::write(&path, tar_of(&sample_rootfs_entries())).unwrap();
-    let info = t.store.import(&path, None).unwrap();
+    let info = t.import_allowing_devices(&path, None).unwrap();
     assert_eq!(info.name, "rootfs");
     let resolved = check_resolved(&t, "rootfs", 1);
     check_sample_rootfs(&resolved.layers[0], true);
@@ -81,7 +81,7 @@ fn import_gzip_tarball_detected_by_content() {
     // A misleading name: gzip is recognised by its magic bytes.
     let path = t.scratch.path().join("compressed.tar");
     fs::write(&path, gzip(&tar_of(&sample_rootfs_entries()))).unwrap();
-    let info = t.store.import(&path, Some("gz")).unwrap();
+    let info = t.import_allowing_devices(&path, Some("gz")).unwrap();
     assert_eq!(info.name, "gz");
     let resolved = check_resolved(&t, "gz", 1);
     check_sample_rootfs(&resolved.layers[0], true);
@@ -114,10 +114,10 @@ fn import_oci_layout_directory() {
     );
 
     // Several images: --name picks by ref annotation; without it, the first is taken.
-    let info = t.store.import(&dir, Some("second")).unwrap();
+    let info = t.import_allowing_devices(&dir, Some("second")).unwrap();
     assert_eq!(info.name, "second");
     assert_eq!(info.digest, digests[1], "the manifest is kept byte for byte");
-    let info = t.store.import(&dir, None).unwrap();
+    let info = t.import_allowing_devices(&dir, None).unwrap();
     assert_eq!(info.name, "first", "named by the ref annotation");
     assert_eq!(info.digest, digests[0]);
     assert_eq!(info.layers, 2);
@@ -159,7 +159,7 @@ fn import_oci_archive_tarball() {
     fs::write(&archive, b.into_inner().unwrap()).unwrap();
 
     let before_tmp = fs::read_dir(t.home.path().join("tmp")).unwrap().count();
-    let info = t.store.import(&archive, None).unwrap();
+    let info = t.import_allowing_devices(&archive, None).unwrap();
     assert_eq!(info.name, "archived:1.0");
     assert_eq!(info.digest, digests[0]);
     let resolved = check_resolved(&t, "archived:1.0", 1);
@@ -200,7 +200,7 @@ fn import_docker_save_legacy_tarball() {
     let path = t.scratch.path().join("app.tar");
     fs::write(&path, archive).unwrap();
 
-    let info = t.store.import(&path, None).unwrap();
+    let info = t.import_allowing_devices(&path, None).unwrap();
     assert_eq!(info.name, "example/app:1.2", "named by RepoTags[0]");
     assert_eq!(info.layers, 3);
     let resolved = check_resolved(&t, "example/app:1.2", 3);
@@ -253,7 +253,7 @@ fn docker_save_with_mismatched_diff_id_is_refused() {
     fs::write(dir.join("manifest.json"), manifest).unwrap();
 
     let before = snapshot(t.home.path());
-    let err = t.store.import(&dir, None).unwrap_err().to_string();
+    let err = t.import_allowing_devices(&dir, None).unwrap_err().to_string();
     assert!(err.contains("diff_id"), "{err}");
     assert_same_tree(&before, &snapshot(t.home.path()));
 }
@@ -384,7 +384,7 @@ fn import_docker_save_with_oci_layout_inside() {
     let path = t.scratch.path().join("newer.tar");
     fs::write(&path, b.into_inner().unwrap()).unwrap();
 
-    let info = t.store.import(&path, None).unwrap();
+    let info = t.import_allowing_devices(&path, None).unwrap();
     assert_eq!(info.name, "newer/docker:27", "RepoTags[0] names it");
     let resolved = t.store.resolve("newer/docker:27").unwrap();
     check_sample_rootfs(&resolved.layers[0], true);

@@ -126,7 +126,7 @@ fn flatten_keeps_owners_links_and_devices() {
     let t = test_store();
     let path = t.scratch.path().join("rootfs.tar");
     fs::write(&path, tar_of(&sample_rootfs_entries())).unwrap();
-    t.store.import(&path, None).unwrap();
+    t.import_allowing_devices(&path, None).unwrap();
     let dest = t.scratch.path().join("flat");
     t.store.resolve("rootfs").unwrap().flatten_into(&dest).unwrap();
     check_sample_rootfs(&dest, true);

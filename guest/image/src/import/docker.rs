@@ -50,7 +50,8 @@ pub(crate) fn import(
     let what = format!("{input}: config {}", entry.config);
     let config_path = src.file(&entry.config)?;
     let expected_config = hex_in_name(&entry.config);
-    let config_blob = staging.put_copy(&config_path, &what, None, MediaType::ImageConfig)?;
+    let (config_blob, config_bytes) =
+        staging.put_metadata(&config_path, &what, None, MediaType::ImageConfig)?;
     if let Some(hex) = expected_config {
         if hex != config_blob.hex {
             return Err(ImageError::corrupt(
@@ -62,10 +63,6 @@ pub(crate) fn import(
             ));
         }
     }
-    let config_bytes = std::fs::read(staging.blob_path(&config_blob.hex)).map_err(ImageError::io_at(
-        "cannot read",
-        &staging.blob_path(&config_blob.hex),
-    ))?;
     let config: ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| ImageError::corrupt(&what, e.to_string()))?;
 
@@ -73,12 +70,6 @@ pub(crate) fn import(
     for (i, rel) in entry.layers.iter().enumerate() {
         let what = format!("{input}: layer {} ({rel})", i + 1);
         let path = src.file(rel)?;
-        if !path.is_file() {
-            return Err(ImageError::BadInput {
-                path: src.input.clone(),
-                reason: format!("{what} is missing"),
-            });
-        }
         eprintln!(
             "importing {input}: verifying layer {}/{}...",
             i + 1,

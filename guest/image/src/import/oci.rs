@@ -7,8 +7,9 @@ use oci_spec::image::{Arch, Descriptor, ImageConfiguration, ImageIndex, ImageMan
 use crate::digest::parse_sha256;
 use crate::error::ImageError;
 use crate::import::source::Source;
-use crate::import::staging::{check_diff_ids, StagedImage, Staging};
+use crate::import::staging::{check_diff_ids, StagedBlob, StagedImage, Staging};
 use crate::layout::REF_NAME;
+use crate::regular::{read_declared, MAX_METADATA};
 
 /// containerd's annotation with the full image reference (the OCI one often holds only a tag).
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -96,27 +97,20 @@ pub(crate) fn import(
     };
 
     let what = format!("{input}: manifest {}", manifest_desc.digest());
-    let manifest_blob = stage_verified(&staging, src, &manifest_desc, &what, MediaType::ImageManifest)?;
-    let manifest_bytes = std::fs::read(staging.blob_path(&manifest_blob.hex)).map_err(ImageError::io_at(
-        "cannot read",
-        &staging.blob_path(&manifest_blob.hex),
-    ))?;
+    let (manifest_blob, manifest_bytes) =
+        stage_verified(&staging, src, &manifest_desc, &what, MediaType::ImageManifest)?;
     let manifest: ImageManifest =
         serde_json::from_slice(&manifest_bytes).map_err(|e| ImageError::corrupt(&what, e.to_string()))?;
 
     let config_desc = manifest.config();
     let what = format!("{input}: config {}", config_desc.digest());
-    let config_blob = stage_verified(
+    let (_, config_bytes) = stage_verified(
         &staging,
         src,
         config_desc,
         &what,
         config_desc.media_type().clone(),
     )?;
-    let config_bytes = std::fs::read(staging.blob_path(&config_blob.hex)).map_err(ImageError::io_at(
-        "cannot read",
-        &staging.blob_path(&config_blob.hex),
-    ))?;
     let config: ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| ImageError::corrupt(&what, e.to_string()))?;
 
@@ -138,7 +132,7 @@ pub(crate) fn import(
         &layers,
         &format!("{input}: config {}", config_desc.digest()),
     )?;
-    let manifest_blob = crate::import::staging::StagedBlob {
+    let manifest_blob = StagedBlob {
         media_type: manifest
             .media_type()
             .clone()
@@ -183,16 +177,22 @@ fn pick_platform(index: &ImageIndex, what: &str) -> Result<Descriptor, ImageErro
     })
 }
 
-/// The bytes of the blob `desc` names, checked against its digest and size.
+/// The bytes of the blob `desc` names, checked against its digest and size (before it is read:
+/// no more than the size it declares is read).
 fn read_verified(src: &Source, desc: &Descriptor, what: &str) -> Result<Vec<u8>, ImageError> {
     let hex = parse_sha256(desc.digest().as_ref(), what)?;
-    let bytes = src.read(&format!("blobs/sha256/{hex}"), what)?;
-    if bytes.len() as u64 != desc.size() {
+    if desc.size() > MAX_METADATA {
         return Err(ImageError::corrupt(
             what,
-            format!("it is {} bytes, its descriptor says {}", bytes.len(), desc.size()),
+            format!(
+                "its descriptor says {} bytes, more than the {MAX_METADATA} accepted for an index",
+                desc.size()
+            ),
         ));
     }
+    let path = src.file(&format!("blobs/sha256/{hex}"))?;
+    let bytes = read_declared(&path, what, desc.size())?
+        .ok_or_else(|| ImageError::corrupt(what, format!("the blob {} is missing", path.display())))?;
     let got = crate::digest::hex_of(&bytes);
     if got != hex {
         return Err(ImageError::corrupt(
@@ -203,15 +203,16 @@ fn read_verified(src: &Source, desc: &Descriptor, what: &str) -> Result<Vec<u8>,
     Ok(bytes)
 }
 
-/// Copies the blob `desc` names into the staging area, checked against its digest and size.
+/// Copies the manifest or config blob `desc` names into the staging area, checked against its
+/// digest and size; returns it with its bytes.
 fn stage_verified(
     staging: &Staging,
     src: &Source,
     desc: &Descriptor,
     what: &str,
     media_type: MediaType,
-) -> Result<crate::import::staging::StagedBlob, ImageError> {
+) -> Result<(StagedBlob, Vec<u8>), ImageError> {
     let hex = parse_sha256(desc.digest().as_ref(), what)?;
     let path = src.file(&format!("blobs/sha256/{hex}"))?;
-    staging.put_copy(&path, what, Some((&hex, desc.size())), media_type)
+    staging.put_metadata(&path, what, Some((&hex, desc.size())), media_type)
 }

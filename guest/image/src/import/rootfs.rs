@@ -13,15 +13,22 @@ use crate::tarwrite;
 /// The PATH every image made here starts with.
 pub(crate) const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// A directory: one layer, a deterministic tar of the tree (ownership as on disk).
-pub(crate) fn import_dir(staging: Staging, dir: &Path, name: String) -> Result<StagedImage, ImageError> {
+/// A directory (`dir`, which the user named as `input`): one layer, a deterministic tar of the
+/// tree (ownership as on disk); device nodes and FIFOs only if the import allows them.
+pub(crate) fn import_dir(
+    staging: Staging,
+    dir: &Path,
+    input: &Path,
+    name: String,
+) -> Result<StagedImage, ImageError> {
     eprintln!(
         "importing {}: packing the directory into a layer...",
-        dir.display()
+        input.display()
     );
     let mut failure = None;
+    let devices = staging.devices();
     let blob = staging.put_with(oci_spec::image::MediaType::ImageLayer, |w| {
-        tarwrite::write_dir(dir, w).map(|_| ()).map_err(|e| {
+        tarwrite::write_dir(dir, w, devices).map(|_| ()).map_err(|e| {
             let msg = e.to_string();
             failure = Some(e);
             std::io::Error::other(msg)
@@ -36,18 +43,22 @@ pub(crate) fn import_dir(staging: Staging, dir: &Path, name: String) -> Result<S
         diff_hex: blob.hex.clone(),
         blob,
         markers: Vec::new(),
+        special: None,
     };
     let config = rootfs_config(&[&layer], None, Some(crate::time::now_rfc3339()))?;
     staging.finish_with_config(&config, &[layer], name)
 }
 
-/// A rootfs tarball already copied into the staging area as `blob` (plain or gzip) and
-/// verified, with its diff_id: one layer.
+/// A rootfs tarball (`what`) already copied into the staging area as `layer` (plain or gzip)
+/// and verified, with its diff_id: one layer, refused if it holds device nodes or FIFOs the
+/// import does not allow.
 pub(crate) fn import_tarball(
     staging: Staging,
     layer: StagedLayer,
+    what: &str,
     name: String,
 ) -> Result<StagedImage, ImageError> {
+    staging.check_devices(&layer, what)?;
     let config = rootfs_config(&[&layer], None, Some(crate::time::now_rfc3339()))?;
     staging.finish_with_config(&config, &[layer], name)
 }

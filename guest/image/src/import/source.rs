@@ -1,21 +1,21 @@
 //! Where the files of an image archive are read from: a directory given by the user, or a
 //! tarball (`docker save`, an OCI archive) unpacked into the staging area. Paths named inside
 //! an archive are resolved without ever leaving it, even through its own symlinks (`docker save`
-//! links repeated layers to one another).
+//! links repeated layers to one another); what they name is read only if it is a regular file.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::ImageError;
+use crate::private;
+use crate::regular::{read_regular, MAX_METADATA};
 use crate::tarstream::TarStream;
-use crate::unpack;
+use crate::unpack::{self, UnpackAs};
 
-/// A tree of archive files.
+/// A tree of archive files; member paths resolve inside it only.
 pub(crate) struct Source {
     root: PathBuf,
-    /// Resolve member paths inside `root` only (for archives unpacked from a tarball).
-    confined: bool,
     /// The user's input, for error messages.
     pub input: PathBuf,
 }
@@ -24,39 +24,39 @@ pub(crate) struct Source {
 const MAX_LINKS: usize = 40;
 
 impl Source {
-    /// A directory the user named.
-    pub(crate) fn dir(root: &Path) -> Source {
+    /// The directory `root`, which the user named as `input`.
+    pub(crate) fn dir(root: &Path, input: &Path) -> Source {
         Source {
             root: root.to_path_buf(),
-            confined: false,
-            input: root.to_path_buf(),
+            input: input.to_path_buf(),
         }
     }
 
-    /// Unpacks the archive tarball `tarball` (already verified) into `dest`.
+    /// Unpacks the archive tarball `tarball` (already verified) into `dest`; a member that is
+    /// a device node or FIFO is refused.
     pub(crate) fn unpack(tarball: &Path, dest: &Path, input: &Path) -> Result<Source, ImageError> {
-        fs::create_dir(dest).map_err(ImageError::io_at("cannot create", dest))?;
+        private::create_dir(dest)?;
         let what = input.display().to_string();
         let stream = TarStream::open(tarball, &what)?;
-        unpack::unpack_stream(stream, dest, &what, false)?;
+        unpack::unpack_stream(stream, dest, &what, UnpackAs::Archive)?;
         Ok(Source {
             root: dest.to_path_buf(),
-            confined: true,
             input: input.to_path_buf(),
         })
     }
 
     /// The path of the member `rel` (a `/`-separated path inside the archive).
     pub(crate) fn file(&self, rel: &str) -> Result<PathBuf, ImageError> {
-        let refuse = |reason: &str| ImageError::BadInput {
+        let refuse = |reason: &str| {
+            ImageError::BadInput {
             path: self.input.clone(),
-            reason: format!("its member path {rel:?} {reason}"),
+            reason: format!(
+                "its member path {rel:?} {reason} (an image's links must stay inside it; re-export the image, or copy the directory with `cp -rL` to resolve them)"
+            ),
+        }
         };
         let mut parts: Vec<std::ffi::OsString> = Vec::new();
         push_components(&mut parts, Path::new(rel)).map_err(&refuse)?;
-        if !self.confined {
-            return Ok(self.root.join(parts.iter().collect::<PathBuf>()));
-        }
         // Walk component by component, expanding symlinks lexically within the root.
         let mut resolved: Vec<std::ffi::OsString> = Vec::new();
         let mut pending: Vec<std::ffi::OsString> = parts.into_iter().rev().collect();
@@ -93,15 +93,14 @@ impl Source {
         Ok(self.root.join(resolved.iter().collect::<PathBuf>()))
     }
 
-    /// The bytes of member `rel`; `what` names it in errors.
+    /// The bytes of member `rel`, a regular file of at most [`MAX_METADATA`] bytes; `what`
+    /// names it in errors.
     pub(crate) fn read(&self, rel: &str, what: &str) -> Result<Vec<u8>, ImageError> {
         let path = self.file(rel)?;
-        fs::read(&path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => ImageError::BadInput {
-                path: self.input.clone(),
-                reason: format!("{what} ({rel}) is missing"),
-            },
-            _ => ImageError::io("cannot read", &path, e),
+        let what_in = format!("{}: {what}", self.input.display());
+        read_regular(&path, &what_in, MAX_METADATA)?.ok_or_else(|| ImageError::BadInput {
+            path: self.input.clone(),
+            reason: format!("{what} ({rel}) is missing"),
         })
     }
 }

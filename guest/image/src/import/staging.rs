@@ -5,15 +5,20 @@
 use oci_spec::image::{
     Descriptor, ImageConfiguration, ImageManifest, ImageManifestBuilder, MediaType, Sha256Digest,
 };
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use tempfile::TempDir;
 
+use crate::devices::{self, DevicePolicy, SpecialEntry};
 use crate::digest::HashingWriter;
 use crate::error::ImageError;
 use crate::layout::Layout;
+use crate::owner::Owner;
+use crate::private;
+use crate::regular::{self, Regular};
 use crate::tarstream::{self, Compression};
 
 /// A verified blob in the staging area.
@@ -39,6 +44,8 @@ pub(crate) struct StagedLayer {
     pub diff_hex: String,
     /// Which image-archive marker files (`manifest.json`, ...) the tar has at its top.
     pub markers: Vec<&'static str>,
+    /// The first device node or FIFO in the tar, if any.
+    pub special: Option<SpecialEntry>,
 }
 
 /// An image ready to be committed: all blobs verified in `staging`, and its manifest.
@@ -48,14 +55,17 @@ pub(crate) struct StagedImage {
     pub name: String,
 }
 
-/// A temporary directory holding verified blobs named by their hex digest.
+/// A temporary directory (mode 0700) holding verified blobs named by their hex digest, and
+/// the record of the process that owns it, so that `sandbox gc` can tell a killed import's
+/// leftovers from a running one.
 pub(crate) struct Staging {
     dir: TempDir,
     blobs: PathBuf,
+    devices: DevicePolicy,
 }
 
 impl Staging {
-    pub(crate) fn new(layout: &Layout) -> Result<Staging, ImageError> {
+    pub(crate) fn new(layout: &Layout, devices: DevicePolicy) -> Result<Staging, ImageError> {
         let dir = tempfile::Builder::new()
             .prefix("import-")
             .tempdir_in(&layout.tmp)
@@ -63,9 +73,12 @@ impl Staging {
                 "cannot create a staging directory in",
                 &layout.tmp,
             ))?;
+        if let Some(me) = Owner::me() {
+            me.record(dir.path())?;
+        }
         let blobs = dir.path().join("blobs");
-        fs::create_dir(&blobs).map_err(ImageError::io_at("cannot create", &blobs))?;
-        Ok(Staging { dir, blobs })
+        private::create_dir(&blobs)?;
+        Ok(Staging { dir, blobs, devices })
     }
 
     /// A scratch path inside the staging area (for unpacking archives).
@@ -102,7 +115,13 @@ impl Staging {
         write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<StagedBlob, ImageError> {
         let tmp = self.blobs.join(".incoming");
-        let file = File::create(&tmp).map_err(ImageError::io_at("cannot create", &tmp))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)
+            .map_err(ImageError::io_at("cannot create", &tmp))?;
         let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 16, file));
         write(&mut w).map_err(ImageError::io_at("cannot write", &tmp))?;
         let (buf, hex, size) = w.finish();
@@ -119,8 +138,10 @@ impl Staging {
         })
     }
 
-    /// Copies `src` in as a blob, checking it against `expected` (hex, size) when given;
-    /// `what` names the source in errors.
+    /// Copies the regular file `src` in as a blob, checking it against `expected` (hex, size)
+    /// when given; `what` names the source in errors. The size is checked before anything is
+    /// read, and no more than that size plus one byte is ever read: a file that is not regular,
+    /// or does not hold exactly its size, is refused.
     pub(crate) fn put_copy(
         &self,
         src: &Path,
@@ -128,26 +149,24 @@ impl Staging {
         expected: Option<(&str, u64)>,
         media_type: MediaType,
     ) -> Result<StagedBlob, ImageError> {
-        let file = File::open(src).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => {
-                ImageError::corrupt(what.to_string(), format!("the blob {} is missing", src.display()))
-            }
-            _ => ImageError::io("cannot open", src, e),
+        let Regular { file, size: on_disk } = regular::open_regular(src, what)?.ok_or_else(|| {
+            ImageError::corrupt(what.to_string(), format!("the blob {} is missing", src.display()))
         })?;
-        let mut reader = BufReader::with_capacity(1 << 16, file);
-        let blob = self.put_with(media_type, |w| io::copy(&mut reader, w).map(|_| ()))?;
-        if let Some((hex, size)) = expected {
-            if blob.size != size {
-                let _ = fs::remove_file(self.blob_path(&blob.hex));
+        let size = match expected {
+            Some((_, declared)) if declared != on_disk => {
                 return Err(ImageError::corrupt(
                     what.to_string(),
                     format!(
-                        "{} is {} bytes, its descriptor says {size}",
-                        src.display(),
-                        blob.size
+                        "{} is {on_disk} bytes, its descriptor says {declared}",
+                        src.display()
                     ),
-                ));
+                ))
             }
+            Some((_, declared)) => declared,
+            None => on_disk,
+        };
+        let blob = self.copy_exactly(file, src, what, size, media_type)?;
+        if let Some((hex, _)) = expected {
             if blob.hex != hex {
                 let _ = fs::remove_file(self.blob_path(&blob.hex));
                 return Err(ImageError::corrupt(
@@ -163,9 +182,94 @@ impl Staging {
         Ok(blob)
     }
 
-    /// Stages a layer from `src` and verifies its tar stream; the media type follows the
+    /// Stages exactly `size` bytes of `file`: reads at most `size + 1` and refuses, before the
+    /// blob is named, when more or fewer arrive.
+    fn copy_exactly(
+        &self,
+        file: File,
+        src: &Path,
+        what: &str,
+        size: u64,
+        media_type: MediaType,
+    ) -> Result<StagedBlob, ImageError> {
+        let mut reader = BufReader::with_capacity(1 << 16, file);
+        let mut mismatch = None;
+        let blob = self.put_with(media_type, |w| {
+            let got = regular::copy_sized(&mut reader, w, size)?;
+            mismatch = regular::size_mismatch(got, size);
+            match &mismatch {
+                Some(reason) => Err(io::Error::new(io::ErrorKind::InvalidData, reason.clone())),
+                None => Ok(()),
+            }
+        });
+        if let Some(reason) = mismatch {
+            return Err(ImageError::corrupt(
+                what.to_string(),
+                format!("{}: {reason}", src.display()),
+            ));
+        }
+        blob
+    }
+
+    /// Stages a JSON file (a manifest or config) no larger than [`regular::MAX_METADATA`] and
+    /// returns it with its bytes; like [`Self::put_copy`] otherwise.
+    pub(crate) fn put_metadata(
+        &self,
+        src: &Path,
+        what: &str,
+        expected: Option<(&str, u64)>,
+        media_type: MediaType,
+    ) -> Result<(StagedBlob, Vec<u8>), ImageError> {
+        if let Some((_, size)) = expected.filter(|(_, size)| *size > regular::MAX_METADATA) {
+            return Err(ImageError::corrupt(
+                what.to_string(),
+                format!(
+                    "its descriptor says {size} bytes, more than the {} accepted for a manifest or config",
+                    regular::MAX_METADATA
+                ),
+            ));
+        }
+        let blob = self.put_copy(src, what, expected, media_type)?;
+        let path = self.blob_path(&blob.hex);
+        let bytes = regular::read_regular(&path, what, regular::MAX_METADATA)?
+            .ok_or_else(|| ImageError::io("cannot read", &path, io::ErrorKind::NotFound.into()))?;
+        Ok((blob, bytes))
+    }
+
+    /// Stages an image layer from `src` and verifies its tar stream; the media type follows the
     /// content (gzip or plain tar) unless the descriptor's `declared` type contradicts it.
+    /// Device nodes and FIFOs in it are refused unless this import allows them.
     pub(crate) fn put_layer(
+        &self,
+        src: &Path,
+        what: &str,
+        expected: Option<(&str, u64)>,
+        declared: Option<&MediaType>,
+    ) -> Result<StagedLayer, ImageError> {
+        let layer = self.put_tar(src, what, expected, declared)?;
+        self.check_devices(&layer, what)?;
+        Ok(layer)
+    }
+
+    /// Stages the user's tarball `src`, which may be a root file system (then check it with
+    /// [`Self::check_devices`]) or an image archive.
+    pub(crate) fn put_tarball(&self, src: &Path, what: &str) -> Result<StagedLayer, ImageError> {
+        self.put_tar(src, what, None, None)
+    }
+
+    /// Refuses a layer holding device nodes or FIFOs unless this import allows them.
+    pub(crate) fn check_devices(&self, layer: &StagedLayer, what: &str) -> Result<(), ImageError> {
+        devices::check(self.devices, what, layer.special.as_ref())
+    }
+
+    /// Whether this import allows device nodes and FIFOs in layers.
+    pub(crate) fn devices(&self) -> DevicePolicy {
+        self.devices
+    }
+
+    /// Copies `src` in (bounded, checked against `expected`), then reads the copy: compression
+    /// by magic bytes, media type, tar framing, entry paths, diff_id.
+    fn put_tar(
         &self,
         src: &Path,
         what: &str,
@@ -175,43 +279,25 @@ impl Staging {
         if let Some(MediaType::ImageLayerZstd | MediaType::ImageLayerNonDistributableZstd) = declared {
             return Err(tarstream::zstd_unsupported(what));
         }
-        if !src.exists() {
-            return Err(ImageError::corrupt(
-                what,
-                format!("the blob {} is missing", src.display()),
-            ));
+        let blob = self.put_copy(src, what, expected, MediaType::ImageLayer)?;
+        let staged = self.blob_path(&blob.hex);
+        let verified = (|| {
+            let media_type = layer_media_type(declared, tarstream::sniff(&staged, what)?, what)?;
+            let scan = tarstream::verify_layer(&staged, what)?;
+            Ok(StagedLayer {
+                blob: StagedBlob {
+                    media_type,
+                    ..blob.clone()
+                },
+                diff_hex: scan.facts.diff_hex,
+                markers: scan.markers,
+                special: scan.special,
+            })
+        })();
+        if verified.is_err() {
+            let _ = fs::remove_file(&staged);
         }
-        let compression = tarstream::sniff(src, what)?;
-        let media_type = match (declared, compression) {
-            (
-                Some(MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip),
-                Compression::None,
-            ) => {
-                return Err(ImageError::corrupt(
-                    what,
-                    "its media type says gzip but the blob is not gzip",
-                ));
-            }
-            (Some(MediaType::ImageLayer | MediaType::ImageLayerNonDistributable), Compression::Gzip) => {
-                return Err(ImageError::corrupt(
-                    what,
-                    "its media type says uncompressed tar but the blob is gzip",
-                ));
-            }
-            (Some(other @ MediaType::Other(_)), _) => other.clone(),
-            (Some(declared), _) => declared.clone(),
-            (None, Compression::Gzip) => MediaType::ImageLayerGzip,
-            (None, Compression::None) => MediaType::ImageLayer,
-        };
-        let blob = self.put_copy(src, what, expected, media_type)?;
-        let scan = tarstream::verify_layer(&self.blob_path(&blob.hex), what).inspect_err(|_| {
-            let _ = fs::remove_file(self.blob_path(&blob.hex));
-        })?;
-        Ok(StagedLayer {
-            blob,
-            diff_hex: scan.facts.diff_hex,
-            markers: scan.markers,
-        })
+        verified
     }
 
     /// Stages `config` (serialized) and a manifest naming it and `layers`; returns the image.
@@ -296,4 +382,30 @@ pub(crate) fn check_diff_ids(
         }
     }
     Ok(())
+}
+
+/// The media type of a layer blob: what its descriptor declares, checked against the
+/// compression its content shows, else what the content shows.
+fn layer_media_type(
+    declared: Option<&MediaType>,
+    compression: Compression,
+    what: &str,
+) -> Result<MediaType, ImageError> {
+    Ok(match (declared, compression) {
+        (Some(MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip), Compression::None) => {
+            return Err(ImageError::corrupt(
+                what,
+                "its media type says gzip but the blob is not gzip",
+            ));
+        }
+        (Some(MediaType::ImageLayer | MediaType::ImageLayerNonDistributable), Compression::Gzip) => {
+            return Err(ImageError::corrupt(
+                what,
+                "its media type says uncompressed tar but the blob is gzip",
+            ));
+        }
+        (Some(declared), _) => declared.clone(),
+        (None, Compression::Gzip) => MediaType::ImageLayerGzip,
+        (None, Compression::None) => MediaType::ImageLayer,
+    })
 }

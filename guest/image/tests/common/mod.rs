@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use sandbox_image::Store;
+use sandbox_image::{ImageError, ImageInfo, ImportOptions, Store};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,6 +22,50 @@ pub struct TestStore {
 
 /// The content of the stand-in guest program (any file works for the store).
 pub const GUEST_CONTENT: &[u8] = b"#!/bin/sh\necho fake sandbox-guest\n";
+
+impl TestStore {
+    /// Imports `path` allowing device nodes and FIFOs in its layers (the sample rootfs has
+    /// both), as `sandbox image import --allow-devices` does.
+    pub fn import_allowing_devices(&self, path: &Path, name: Option<&str>) -> Result<ImageInfo, ImageError> {
+        let options = ImportOptions {
+            name: name.map(str::to_string),
+            allow_devices: true,
+        };
+        self.store.import_with(path, &options)
+    }
+}
+
+/// Runs `f` on a thread of its own and returns its result, failing the test when it takes more
+/// than `secs` seconds: a hang is a regression to report, not a test run to wedge.
+pub fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not finish within {secs} s: it hangs")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
+    }
+}
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid C string, alive for the call.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(
+        rc,
+        0,
+        "mkfifo {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
 
 pub fn test_store() -> TestStore {
     assert!(
@@ -187,7 +231,8 @@ pub fn config_json(layers: &[Layer]) -> Vec<u8> {
     .unwrap()
 }
 
-fn put_blob(dir: &Path, bytes: &[u8]) -> (String, u64) {
+/// Writes `bytes` as `blobs/sha256/<hex>` under `dir`; returns (digest, size).
+pub fn put_blob(dir: &Path, bytes: &[u8]) -> (String, u64) {
     let hex = sha(bytes);
     fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();

@@ -4,7 +4,7 @@
 
 mod container_support;
 
-use container_support::{Home, SANDBOX};
+use container_support::{Home, SharedBinary, SANDBOX};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -35,7 +35,8 @@ fn home_for_nobody() -> Home {
 #[test]
 fn a_non_root_launcher_runs_the_container_in_a_user_namespace() {
     let home = home_for_nobody();
-    let out = Command::new(SANDBOX)
+    let binary = SharedBinary::new();
+    let out = Command::new(&binary.path)
         .args(["run", "--mode", "container", "--hostname", "rootless", "--"])
         .args([
             "sh",
@@ -44,6 +45,7 @@ fn a_non_root_launcher_runs_the_container_in_a_user_namespace() {
         ])
         .env("SANDBOX_HOME", home.path())
         .env("HOME", home.path())
+        .current_dir("/")
         .uid(NOBODY)
         .gid(NOBODY)
         .output()
@@ -66,15 +68,17 @@ fn a_non_root_launcher_runs_the_container_in_a_user_namespace() {
 #[test]
 fn a_non_root_launcher_names_what_it_cannot_do() {
     let home = Home::new();
+    let binary = SharedBinary::new();
     for (flags, named) in [
         (&["--memory", "64M"][..], "--memory"),
         (&["--net", "host"][..], "--net host"),
     ] {
-        let out = Command::new(SANDBOX)
+        let out = Command::new(&binary.path)
             .args(["run", "--mode", "container"])
             .args(flags)
             .args(["--", "true"])
             .env("SANDBOX_HOME", home.path())
+            .current_dir("/")
             .uid(NOBODY)
             .gid(NOBODY)
             .output()

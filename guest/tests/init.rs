@@ -27,6 +27,19 @@ fn require_root_and_unshare() {
     );
 }
 
+/// A directory for files the workload runs, where init's own mounts (a fresh tmpfs on /tmp and
+/// /run) cannot hide them, wherever the checkout and its target directory are.
+fn outside_tmp() -> tempfile::TempDir {
+    tempfile::tempdir_in("/var/tmp").expect("a directory under /var/tmp")
+}
+
+/// A copy of the guest program the workload can run (see [`outside_tmp`]).
+fn workload_binary(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("sandbox-guest");
+    std::fs::copy(BIN, &path).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
 fn sh(script: &str) -> Plan {
     Plan::new(Mode::Container, vec!["sh".into(), "-c".into(), script.into()])
 }
@@ -90,8 +103,7 @@ fn missing_command_is_127_with_a_message() {
 
 #[test]
 fn command_that_is_not_executable_is_126() {
-    // Not under /tmp: init mounts a fresh tmpfs there.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = outside_tmp();
     let file = dir.path().join("not-executable");
     std::fs::write(&file, "#!/bin/sh\nexit 0\n").unwrap();
     let out = run_init(&Plan::new(Mode::Container, vec![file.to_str().unwrap().into()]));
@@ -169,8 +181,10 @@ fn killed_by_a_signal_is_128_plus_n() {
 fn sigterm_to_init_is_forwarded_and_ready_reaches_the_host() {
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
     let fd = write_end.as_raw_fd();
+    let dir = outside_tmp();
+    let bin = workload_binary(&dir);
     let mut plan = sh(&format!(
-        "trap 'exit 42' TERM; {BIN} ready >/dev/null || exit 5; while :; do sleep 0.05; done"
+        "trap 'exit 42' TERM; {bin} ready >/dev/null || exit 5; while :; do sleep 0.05; done"
     ));
     plan.ready = ReadyChannel::Fd(fd);
     let (tx, rx) = std::sync::mpsc::channel();

@@ -200,6 +200,35 @@ impl Home {
     }
 }
 
+/// A copy of the `sandbox` binary (and `sandbox-guest` beside it) that any user can run: the
+/// checkout may sit where other users cannot reach (root's 0700 home), and some tests run the
+/// binary as uid 65534.
+pub struct SharedBinary {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl SharedBinary {
+    pub fn new() -> SharedBinary {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("sandbox-bin-")
+            .tempdir_in("/tmp")
+            .expect("a directory under /tmp");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for name in ["sandbox", "sandbox-guest"] {
+            let from = Path::new(SANDBOX).with_file_name(name);
+            let to = dir.path().join(name);
+            std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        SharedBinary {
+            path: dir.path().join("sandbox"),
+            _dir: dir,
+        }
+    }
+}
+
 /// The roots of every mounted cgroup hierarchy (v1 and v2).
 pub fn cgroup_roots() -> Vec<PathBuf> {
     std::fs::read_to_string("/proc/self/mountinfo")

@@ -178,6 +178,53 @@ fn import_with_symlink(home: &Home, name: &str, target: &Path) {
 }
 
 #[test]
+fn device_nodes_shipped_in_an_image_do_not_open() {
+    let home = Home::new();
+    let rootfs = tempfile::tempdir().unwrap();
+    let bin = rootfs.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", bin.join("sh")).unwrap();
+    // The host's KVM and its first disk, as nodes any user may open.
+    for (name, kind, major, minor) in [("kvm", libc::S_IFCHR, 10, 232), ("disk", libc::S_IFBLK, 8, 0)] {
+        nix::sys::stat::mknod(
+            &rootfs.path().join(name),
+            nix::sys::stat::SFlag::from_bits_truncate(kind),
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(major, minor),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            rootfs.path().join(name),
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+    }
+    let dir = rootfs.path().to_str().unwrap();
+    // Refused by default, naming the entry and the flag.
+    let out = home
+        .command(&["image", "import", dir, "--name", "nodes"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--allow-devices"), "{stderr}");
+    // Imported on purpose, the nodes still open nothing, for root or another user.
+    let out = home
+        .command(&["image", "import", dir, "--name", "nodes", "--allow-devices"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for user in [&[][..], &["--user", "1000"][..]] {
+        for node in ["/kvm", "/disk"] {
+            let flags: Vec<&str> = [&["--image", "nodes"][..], user].concat();
+            let answer = probe(&home, &flags, &["open", "--path", node]);
+            assert_eq!(answer["allowed"], false, "{node} {user:?}: {answer}");
+        }
+    }
+}
+
+#[test]
 fn a_volume_behind_an_image_symlink_stays_inside_the_root() {
     let home = Home::new();
     let host = tempfile::tempdir().unwrap();

@@ -51,6 +51,42 @@ fn a_bad_size_is_refused_naming_the_string() {
 }
 
 #[test]
+fn what_cannot_work_is_refused_before_anything_is_made() {
+    let home = Home::new();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let too_many = format!("{}", cpus + 1);
+    for (flags, command, status, needles) in [
+        (
+            &["--memory", "1M"][..],
+            &["true"][..],
+            125,
+            &["--memory 1 MiB", "at least 6 MiB"][..],
+        ),
+        (
+            &["--cpus", &too_many],
+            &["true"],
+            125,
+            &["--cpus", "more than this host has"],
+        ),
+        (&[], &[""], 1, &["empty string"]),
+        (&[], &["/bin"], 126, &["\"/bin\" is a directory"]),
+    ] {
+        let run = home.run(flags, command);
+        assert_eq!(run.code(), status, "{flags:?} {command:?}: {}", run.stderr);
+        let errors = error_lines(&run.stderr);
+        assert_eq!(errors.len(), 1, "{}", run.stderr);
+        for needle in needles {
+            assert!(errors[0].contains(needle), "{needle:?} not in {}", errors[0]);
+        }
+        assert_nothing_created(&home);
+    }
+    let run = home.run(&["--pids", "1"], &["true"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr);
+    assert!(run.stderr.contains("at least 2"), "{}", run.stderr);
+    assert_nothing_created(&home);
+}
+
+#[test]
 fn a_missing_command_exits_127_naming_command_and_image() {
     let home = Home::new();
     let run = home.run(&[], &["no-such-command", "--flag"]);

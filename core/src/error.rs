@@ -38,6 +38,27 @@ pub enum CoreError {
         image: String,
         searched: String,
     },
+    #[error(
+        "command {command:?} is a directory in image {image:?} ({path}): name a program, e.g. \
+         -- ls {path}"
+    )]
+    CommandIsDirectory {
+        command: String,
+        image: String,
+        path: String,
+    },
+    #[error(
+        "--memory {given} is too small for a container: its set-up, init and the command are \
+         charged to it; give at least {least}"
+    )]
+    MemoryTooSmall { given: String, least: String },
+    #[error("{what} {value} is more than this host has ({host}): {remedy}")]
+    AboveHost {
+        what: &'static str,
+        value: String,
+        host: String,
+        remedy: &'static str,
+    },
     #[error("{0}")]
     Spec(#[from] sandbox_spec::SpecError),
     #[error(transparent)]
@@ -86,6 +107,7 @@ impl CoreError {
     pub fn exit_status(&self) -> i32 {
         match self {
             CoreError::CommandNotFound { .. } => sandbox_protocol::EXIT_NOT_FOUND,
+            CoreError::CommandIsDirectory { .. } => sandbox_protocol::EXIT_NOT_EXECUTABLE,
             CoreError::Container(e) => e.exit_status(),
             CoreError::Vm(e) => e.exit_status(),
             _ => 125,

@@ -38,8 +38,10 @@ use sandbox_spec::{NetMode, Outcome, SandboxSpec};
 /// user namespaces and gets neither cgroup limits nor `--net host`; VM mode needs a kernel, a
 /// KVM that can run it, and limits it can honour.
 pub fn check_host(mode: Mode, spec: &SandboxSpec, vm: &vm::VmOptions) -> Result<(), CoreError> {
+    check_cpus(spec.resources.cpus, host_cpus())?;
     match mode {
         Mode::Container => {
+            check_container_memory(spec.resources.memory_bytes)?;
             if !sandbox_container::namespaces::rootless() {
                 return Ok(());
             }
@@ -80,6 +82,41 @@ pub fn check_host(mode: Mode, spec: &SandboxSpec, vm: &vm::VmOptions) -> Result<
             vm::check(&resources, &volumes, vm)?;
             Ok(())
         }
+    }
+}
+
+/// The least memory limit a container starts in: its set-up, `sandbox-guest init` and the
+/// command are all charged to it (about 1 MiB measured for `sh` here); below this Docker's floor,
+/// the set-up itself risks the OOM killer and the run would end as if the command had.
+pub const MIN_CONTAINER_MEMORY: u64 = 6 << 20;
+
+/// The CPUs this process may run on (its affinity), which `--cpus` cannot exceed.
+pub fn host_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Refuses `--cpus` above `host` CPUs: a quota beyond them is never used, and vCPUs beyond them
+/// only take turns.
+fn check_cpus(cpus: Option<f64>, host: usize) -> Result<(), CoreError> {
+    match cpus {
+        Some(c) if c > host as f64 => Err(CoreError::AboveHost {
+            what: "--cpus",
+            value: format!("{c}"),
+            host: format!("{host} CPUs"),
+            remedy: "give at most that many",
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a container memory limit too small for the set-up to survive.
+fn check_container_memory(memory: Option<u64>) -> Result<(), CoreError> {
+    match memory {
+        Some(m) if m < MIN_CONTAINER_MEMORY => Err(CoreError::MemoryTooSmall {
+            given: sandbox_spec::format_size(m),
+            least: sandbox_spec::format_size(MIN_CONTAINER_MEMORY),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -7,8 +7,13 @@ pub enum SpecError {
     Size { input: String, why: String },
     #[error("bad CPU count {input:?}: expected a positive number such as 0.5 or 2")]
     Cpus { input: String },
-    #[error("bad pids limit {input:?}: expected a whole number of at least 1, e.g. --pids 64")]
+    #[error(
+        "bad pids limit {input:?}: expected a whole number of at least 2 (init and the command \
+         are two processes already), e.g. --pids 64"
+    )]
     Pids { input: String },
+    #[error("the command is an empty string: name a program after --, e.g. -- sh -c 'echo hi'")]
+    EmptyCommand,
     #[error("bad --net {input:?}: expected `none` (loopback only) or `host` (a veth pair to the host)")]
     Net { input: String },
     #[error("bad --volume {input:?}: {why}; write HOST_DIR:PATH or HOST_DIR:PATH:ro")]

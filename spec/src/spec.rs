@@ -39,7 +39,7 @@ impl Resources {
     /// Parses `--pids`.
     pub fn parse_pids(input: &str) -> Result<u64, SpecError> {
         match input.trim().parse::<u64>() {
-            Ok(v) if v >= 1 => Ok(v),
+            Ok(v) if v >= 2 => Ok(v),
             _ => Err(SpecError::Pids {
                 input: input.to_string(),
             }),
@@ -239,6 +239,9 @@ impl SandboxSpec {
     /// Checks what needs the host: each volume's source exists and is a directory; sources are
     /// made absolute (canonical) so the launcher never resolves them relative to anything else.
     pub fn validate(&mut self) -> Result<(), SpecError> {
+        if self.command.first().is_some_and(|c| c.is_empty()) {
+            return Err(SpecError::EmptyCommand);
+        }
         for volume in &mut self.volumes {
             let shown = volume.host.display().to_string();
             match volume.host.canonicalize() {
@@ -317,6 +320,10 @@ mod tests {
         assert!(Resources::parse_cpus("lots").is_err());
         assert_eq!(Resources::parse_pids("64").unwrap(), 64);
         assert!(Resources::parse_pids("0").is_err());
+        assert!(Resources::parse_pids("1")
+            .unwrap_err()
+            .to_string()
+            .contains("init and the command"));
         assert_eq!("host".parse::<NetMode>().unwrap(), NetMode::Host);
         assert!("bridge".parse::<NetMode>().is_err());
         assert!(SandboxSpec::parse_hostname("box-1").is_ok());

@@ -36,6 +36,17 @@ impl Image {
     /// symlinks inside the image (an absolute link target is resolved against the image, not
     /// the host). Whiteouts are not interpreted: a file deleted by an upper layer still counts.
     pub fn contains(&self, path: &str) -> bool {
+        self.lookup(path).is_some()
+    }
+
+    /// Whether `path` is a directory in the image (`None`: it is not there).
+    pub fn is_dir(&self, path: &str) -> Option<bool> {
+        self.lookup(path)
+    }
+
+    /// Finds `path` as [`Image::contains`] does; answers whether it is a directory.
+    fn lookup(&self, path: &str) -> Option<bool> {
+        let mut is_dir = true;
         let mut pending: Vec<String> = normalize(path);
         let mut resolved: Vec<String> = Vec::new();
         let mut hops = 0;
@@ -44,23 +55,17 @@ impl Image {
             let mut candidate = resolved.clone();
             candidate.push(name);
             let rel: PathBuf = candidate.iter().collect();
-            let Some(meta) = self
+            let (layer, meta) = self
                 .layers
                 .iter()
                 .rev()
-                .find_map(|l| std::fs::symlink_metadata(l.join(&rel)).ok().map(|m| (l, m)))
-            else {
-                return false;
-            };
-            let (layer, meta) = meta;
+                .find_map(|l| std::fs::symlink_metadata(l.join(&rel)).ok().map(|m| (l, m)))?;
             if meta.file_type().is_symlink() {
                 hops += 1;
                 if hops > 40 {
-                    return false;
+                    return None;
                 }
-                let Ok(target) = std::fs::read_link(layer.join(&rel)) else {
-                    return false;
-                };
+                let target = std::fs::read_link(layer.join(&rel)).ok()?;
                 let target = target.to_string_lossy().into_owned();
                 let mut next = if target.starts_with('/') {
                     resolved.clear();
@@ -74,10 +79,11 @@ impl Image {
                 next.append(&mut pending);
                 pending = next;
             } else {
+                is_dir = meta.is_dir();
                 resolved = candidate;
             }
         }
-        true
+        Some(is_dir)
     }
 }
 
@@ -136,8 +142,19 @@ pub fn check(image: &Image, argv0: Option<&str>, volumes: &[(String, PathBuf)]) 
                 .unwrap_or(false)
         })
     };
-    if candidates.iter().any(|c| image.contains(c) || on_volume(c)) {
+    if candidates
+        .iter()
+        .any(|c| image.is_dir(c) == Some(false) || on_volume(c))
+    {
         return Ok(());
+    }
+    // Only directories by that name: execve would refuse each (EACCES).
+    if let Some(dir) = candidates.iter().find(|c| image.is_dir(c) == Some(true)) {
+        return Err(CoreError::CommandIsDirectory {
+            command: cmd.to_string(),
+            image: image.name.clone(),
+            path: dir.clone(),
+        });
     }
     Err(CoreError::CommandNotFound {
         command: cmd.to_string(),
@@ -186,6 +203,15 @@ mod tests {
         check(&image, Some("sh"), &[]).unwrap();
         check(&image, Some("/bin/sh"), &[]).unwrap();
         check(&image, None, &[]).unwrap();
+    }
+
+    #[test]
+    fn a_directory_is_not_a_command() {
+        let (_dir, image) = layered();
+        let err = check(&image, Some("/usr/bin"), &[]).unwrap_err();
+        assert!(matches!(err, CoreError::CommandIsDirectory { .. }), "{err}");
+        assert_eq!(err.exit_status(), 126);
+        assert!(err.to_string().contains("/usr/bin"), "{err}");
     }
 
     #[test]

@@ -37,6 +37,31 @@ pub fn vcpus(cpus: Option<f64>) -> Result<u32, VmError> {
     }
 }
 
+/// The host's available memory (MemAvailable) in MiB, if it can be read.
+pub fn available_mib() -> Option<u64> {
+    parse_available_kib(&std::fs::read_to_string("/proc/meminfo").ok()?).map(|kib| kib / 1024)
+}
+
+fn parse_available_kib(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// Refuses guest memory the host cannot give now: the VMM would map it, and the first time the
+/// guest touched it all the host's OOM killer would choose a victim.
+fn check_available(memory_mib: u64, available: Option<u64>) -> Result<(), VmError> {
+    match available {
+        Some(available_mib) if memory_mib > available_mib => Err(VmError::MemoryNotAvailable {
+            requested_mib: memory_mib,
+            available_mib,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The limits and volumes VM mode cannot honour.
 fn check_limits(resources: &ResourcePlan, volumes: &[VolumePlan]) -> Result<(), VmError> {
     if resources.pids.is_some() {
@@ -72,6 +97,7 @@ pub struct Checked {
 pub fn check(resources: &ResourcePlan, volumes: &[VolumePlan], opts: &VmOptions) -> Result<Checked, VmError> {
     check_limits(resources, volumes)?;
     let memory_mib = memory_mib(resources.memory.limit.map(|m| m as u64))?;
+    check_available(memory_mib, available_mib())?;
     let vcpus = vcpus(resources.cpu.as_cpus())?;
     let kernel_path = resolve_kernel(opts.kernel.as_deref())?;
     let kernel = boot::loader::inspect(&kernel_path)?;
@@ -108,6 +134,15 @@ pub fn check(resources: &ResourcePlan, volumes: &[VolumePlan], opts: &VmOptions)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_beyond_what_is_available_is_refused() {
+        let meminfo = "MemTotal: 24000000 kB\nMemFree: 1000 kB\nMemAvailable: 2097152 kB\n";
+        assert_eq!(parse_available_kib(meminfo), Some(2097152));
+        assert!(check_available(2048, Some(2048)).is_ok());
+        let err = check_available(4096, Some(2048)).unwrap_err().to_string();
+        assert!(err.contains("4096 MiB") && err.contains("2048 MiB"), "{err}");
+    }
 
     #[test]
     fn memory_and_cpus_map_to_whole_mib_and_vcpus() {

@@ -128,6 +128,11 @@ pub enum VmError {
     FractionalCpus(f64),
     #[error("--memory {0} bytes is not a whole number of MiB: give the size in MiB, e.g. 256M")]
     MemoryNotMib(u64),
+    #[error(
+        "--memory {requested_mib} MiB is more than this host has available now \
+         ({available_mib} MiB, MemAvailable): give less, or free memory first"
+    )]
+    MemoryNotAvailable { requested_mib: u64, available_mib: u64 },
     #[error("{flag} is not available in VM mode: {remedy}")]
     Unsupported {
         flag: &'static str,

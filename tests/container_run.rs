@@ -267,3 +267,39 @@ fn descriptors_of_the_launcher_do_not_reach_the_container() {
         "descriptor 37 leaked: {stdout}"
     );
 }
+
+#[test]
+fn resource_limits_are_set_not_inherited_from_the_launcher() {
+    let home = Home::new();
+    let mut command = home.command(&["run", "--mode", "container", "--", "cat", "/proc/self/limits"]);
+    // A launcher whose shell had `ulimit -c unlimited -s unlimited -n 100`.
+    // SAFETY: between fork and exec only setrlimit, on stack data.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            use nix::sys::resource::{getrlimit, setrlimit, Resource};
+            for (resource, soft) in [
+                (Resource::RLIMIT_CORE, libc::RLIM_INFINITY),
+                (Resource::RLIMIT_STACK, libc::RLIM_INFINITY),
+                (Resource::RLIMIT_NOFILE, 100),
+            ] {
+                let (_, hard) = getrlimit(resource)?;
+                setrlimit(resource, soft.min(hard), hard)?;
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let soft = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l[name.len()..].split_whitespace().next())
+            .unwrap_or_else(|| panic!("{name} missing: {stdout}"))
+            .to_string()
+    };
+    assert_eq!(soft("Max core file size"), "0");
+    assert_eq!(soft("Max stack size"), "8388608");
+    assert_eq!(soft("Max open files"), "1024");
+}

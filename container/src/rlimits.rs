@@ -64,17 +64,55 @@ pub fn resolve(limits: &[Rlimit]) -> Result<Vec<Resolved>, String> {
         .collect()
 }
 
-/// The limits `sandbox run` sets explicitly, so a sandbox does not inherit whatever the
-/// launcher had: Docker's open-file limit, 1024 soft and the launcher's own hard limit
-/// (raising a hard limit needs CAP_SYS_RESOURCE).
+/// RLIM_INFINITY.
+const UNLIMITED: u64 = libc::RLIM_INFINITY;
+
+/// What `sandbox run` sets, every limit the kernel has, so a sandbox never inherits what the
+/// launcher's shell happened to have (`ulimit -c unlimited`, `ulimit -s unlimited`, a low `-n`):
+/// (name, resource, soft, hard). Docker's open-file limit; no core files by default (a core dump is
+/// written by the host's `core_pattern`, which may be a host program) but allowed; 8 MiB stacks
+/// and locked memory as the kernel's defaults; no real-time or raised priorities; the rest
+/// unlimited, as on a fresh login.
+const DEFAULTS: [(&str, libc::__rlimit_resource_t, u64, u64); 16] = [
+    ("RLIMIT_AS", libc::RLIMIT_AS, UNLIMITED, UNLIMITED),
+    ("RLIMIT_CORE", libc::RLIMIT_CORE, 0, UNLIMITED),
+    ("RLIMIT_CPU", libc::RLIMIT_CPU, UNLIMITED, UNLIMITED),
+    ("RLIMIT_DATA", libc::RLIMIT_DATA, UNLIMITED, UNLIMITED),
+    ("RLIMIT_FSIZE", libc::RLIMIT_FSIZE, UNLIMITED, UNLIMITED),
+    ("RLIMIT_LOCKS", libc::RLIMIT_LOCKS, UNLIMITED, UNLIMITED),
+    ("RLIMIT_MEMLOCK", libc::RLIMIT_MEMLOCK, 8 << 20, 8 << 20),
+    ("RLIMIT_MSGQUEUE", libc::RLIMIT_MSGQUEUE, 819_200, 819_200),
+    ("RLIMIT_NICE", libc::RLIMIT_NICE, 0, 0),
+    ("RLIMIT_NOFILE", libc::RLIMIT_NOFILE, 1024, 1 << 20),
+    ("RLIMIT_NPROC", libc::RLIMIT_NPROC, UNLIMITED, UNLIMITED),
+    ("RLIMIT_RSS", libc::RLIMIT_RSS, UNLIMITED, UNLIMITED),
+    ("RLIMIT_RTPRIO", libc::RLIMIT_RTPRIO, 0, 0),
+    ("RLIMIT_RTTIME", libc::RLIMIT_RTTIME, UNLIMITED, UNLIMITED),
+    ("RLIMIT_SIGPENDING", libc::RLIMIT_SIGPENDING, 1 << 16, 1 << 16),
+    ("RLIMIT_STACK", libc::RLIMIT_STACK, 8 << 20, UNLIMITED),
+];
+
+/// The limits `sandbox run` sets explicitly ([`DEFAULTS`]). A hard limit above the launcher's
+/// own cannot be raised without CAP_SYS_RESOURCE, which not every host gives root: each hard
+/// limit is capped at the launcher's, and each soft limit at its hard one.
 pub fn defaults() -> Vec<Rlimit> {
-    let (_, hard) =
-        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
-    vec![Rlimit {
-        kind: "RLIMIT_NOFILE".into(),
-        soft: 1024.min(hard),
-        hard,
-    }]
+    DEFAULTS
+        .iter()
+        .map(|&(kind, resource, soft, hard)| {
+            let mut current = libc::rlimit {
+                rlim_cur: UNLIMITED,
+                rlim_max: UNLIMITED,
+            };
+            // SAFETY: getrlimit writes one rlimit struct into `current`.
+            unsafe { libc::getrlimit(resource, &mut current) };
+            let hard = hard.min(current.rlim_max);
+            Rlimit {
+                kind: kind.into(),
+                soft: soft.min(hard),
+                hard,
+            }
+        })
+        .collect()
 }
 
 /// Sets `limits` on the calling process.
@@ -128,8 +166,12 @@ mod tests {
     #[test]
     fn defaults_never_exceed_the_launchers_hard_limit() {
         let d = resolve(&defaults()).unwrap();
+        assert_eq!(d.len(), RESOURCES.len(), "every limit is set");
+        let nofile = d.iter().find(|l| l.resource == libc::RLIMIT_NOFILE).unwrap();
         let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
-        assert_eq!(d[0].hard, hard);
-        assert!(d[0].soft <= hard);
+        assert_eq!(nofile.hard, hard.min(1 << 20));
+        assert_eq!(nofile.soft, 1024.min(nofile.hard));
+        let core = d.iter().find(|l| l.resource == libc::RLIMIT_CORE).unwrap();
+        assert_eq!(core.soft, 0, "no core files unless asked");
     }
 }

@@ -165,14 +165,15 @@ fn main() -> ExitCode {
                 eprintln!("vmboot: {m}");
             }
             eprintln!(
-                "vmboot: µs since start: vm-built {} kernel-entry {:?} init {:?} ready {:?} exit {:?} ended {}; VMM RSS excluding guest {} KiB",
+                "vmboot: µs since start: vm-built {} kernel-entry {:?} init {:?} ready {:?} exit {:?} ended {}; VMM RSS excluding guest {} KiB; console bytes dropped {}",
                 t.vm_built_us,
                 t.kernel_entry_us,
                 t.init_started_us,
                 t.ready_us,
                 t.exit_reported_us,
                 t.ended_us,
-                outcome.vmm_rss_bytes_excluding_guest >> 10
+                outcome.vmm_rss_bytes_excluding_guest >> 10,
+                outcome.console_bytes_dropped
             );
             ExitCode::from(outcome.exit_status().clamp(0, 255) as u8)
         }

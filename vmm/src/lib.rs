@@ -10,9 +10,12 @@
 pub mod boot;
 pub mod bus;
 pub mod console_filter;
+pub mod console_signals;
+pub mod console_writer;
 pub mod devices;
 pub mod error;
 pub mod event_loop;
+pub mod halt_check;
 pub mod kvm_kind;
 pub mod layout;
 pub mod probe;
@@ -57,7 +60,9 @@ pub struct NetConfig {
     pub guest_mac: [u8; 6],
 }
 
-/// Where the guest console goes.
+/// Where the guest console goes. A writer thread of its own writes to it, so a sink that stalls
+/// (a pipe nobody reads) costs console output, never the guest's progress or the VMM's end: see
+/// [`console_writer`].
 pub enum SerialSink {
     /// The VMM's stdout.
     Stdout,
@@ -252,6 +257,9 @@ pub struct VmOutcome {
     pub vmm_rss_bytes_excluding_guest: u64,
     /// How the kernel was entered.
     pub boot_protocol: &'static str,
+    /// Guest console bytes the sink did not get: it fell behind (its queue was full), failed,
+    /// or was still stalled when the VM ended.
+    pub console_bytes_dropped: u64,
 }
 
 impl VmOutcome {

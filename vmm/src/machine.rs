@@ -22,6 +22,8 @@ use crate::boot::cmdline::{self, CmdlineSpec};
 use crate::boot::loader::{self, BootEntry, KernelFormat, KernelInfo};
 use crate::boot::{cpuid, mptable, regs};
 use crate::bus::Bus;
+use crate::console_signals::PowerDownWatch;
+use crate::console_writer::{ConsoleEnd, ConsoleWriter};
 use crate::devices::bootexit::{self, BootExit};
 use crate::devices::i8042::I8042;
 use crate::devices::serial::{SerialDevice, SerialOut, Tail};
@@ -31,6 +33,7 @@ use crate::devices::virtio::net::Net;
 use crate::devices::virtio::VirtioDevice;
 use crate::error::VmmError;
 use crate::event_loop::{DeviceThread, StdinSubscriber, Subscriber, VirtioSubscriber};
+use crate::halt_check::{HaltCheck, ROUND_INTERVAL};
 use crate::layout;
 use crate::state::{Clock, GuestReports, Stop, StopReason};
 use crate::tap::Tap;
@@ -42,6 +45,8 @@ use std::os::fd::AsRawFd;
 
 /// How long teardown keeps kicking a vCPU thread out of KVM_RUN before leaving it behind.
 const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long teardown waits for a console writer that makes no progress before leaving it behind.
+const CONSOLE_STALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Machine {
     // Field order is drop order: vCPU fds before the VM fd before guest memory.
@@ -55,6 +60,7 @@ pub struct Machine {
     serial: Arc<Mutex<SerialDevice>>,
     serial_input: bool,
     stop: Arc<Stop>,
+    halt_check: Arc<HaltCheck>,
     reports: Arc<Mutex<GuestReports>>,
     tail: Arc<Mutex<Tail>>,
     clock: Clock,
@@ -177,6 +183,7 @@ impl Machine {
         });
 
         let stop = Arc::new(Stop::new()?);
+        let halt_check = Arc::new(HaltCheck::new(config.vcpus as usize)?);
         let reports = Arc::new(Mutex::new(GuestReports::default()));
         let tail = Arc::new(Mutex::new(Tail::default()));
 
@@ -190,10 +197,10 @@ impl Machine {
             SerialSink::Null => Box::new(std::io::sink()),
             SerialSink::Writer(w) => w,
         };
-        let serial = Arc::new(Mutex::new(SerialDevice::new(
-            serial_irq,
-            SerialOut::new(sink, tail.clone()).stop_on_power_down(stop.clone()),
-        )));
+        let console = SerialOut::new(ConsoleWriter::spawn(sink)?, tail.clone()).watch_power_down(
+            PowerDownWatch::new(stop.clone(), reports.clone()).with_halt_check(halt_check.clone()),
+        );
+        let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, console)));
         pio.insert(
             u64::from(layout::SERIAL_PORT),
             u64::from(layout::SERIAL_PORT_LEN),
@@ -364,6 +371,7 @@ impl Machine {
             serial,
             serial_input: config.serial_input,
             stop,
+            halt_check,
             reports,
             tail,
             clock,
@@ -412,6 +420,7 @@ impl Machine {
                 stop: self.stop.clone(),
                 clock: self.clock,
                 kernel_entry_us: self.kernel_entry_us.clone(),
+                halt_check: self.halt_check.clone(),
             };
             match std::thread::Builder::new()
                 .name(format!("sandbox-vcpu{i}"))
@@ -433,26 +442,49 @@ impl Machine {
             }
         }
 
-        self.wait(&sigfd);
+        self.wait(&sigfd, &threads);
         Self::stop_vcpus(threads);
         let device_result = devices.stop();
         let ended_us = self.clock.now_us();
-        {
-            let mut serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
-            // The console's last partial line; a closed stdout is not the VM's failure.
-            let _ = serial.drain_output();
-        }
+        let console = self.finish_console();
         // A device-thread failure during the run already stopped the VM as a VcpuFailure (its
         // on_failure hook); one at teardown does not change how the guest ended.
         drop(device_result);
-        Ok(self.outcome(ended_us))
+        Ok(self.outcome(ended_us, console))
     }
 
-    /// Blocks until a stop reason is recorded or a signal arrives.
-    fn wait(&self, sigfd: &SignalFd) {
+    /// Passes the console's last partial line on and waits (bounded) for the writer; a sink that
+    /// failed or stalled is not the VM's failure, only lost output.
+    fn finish_console(&self) -> ConsoleEnd {
+        // vCPU threads never wait on the sink, so this lock is only ever held briefly.
+        let end = self
+            .serial
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finish_output(CONSOLE_STALL_TIMEOUT);
+        if end.lost() > 0 || !end.complete {
+            trace::note("console", || {
+                format!(
+                    "{} bytes of guest output dropped (the output did not keep up or failed){}",
+                    end.lost(),
+                    if end.complete {
+                        ""
+                    } else {
+                        "; its writer was left behind, stalled"
+                    }
+                )
+            });
+        }
+        end
+    }
+
+    /// Blocks until a stop reason is recorded or a signal arrives, running the halt check's
+    /// rounds over `vcpus` while one is requested.
+    fn wait(&self, sigfd: &SignalFd, vcpus: &[JoinHandle<()>]) {
         use std::os::fd::AsRawFd;
         const STOP: u64 = 0;
         const SIGNAL: u64 = 1;
+        const HALT_CHECK: u64 = 2;
         let epoll = match Epoll::new() {
             Ok(e) => e,
             Err(e) => {
@@ -462,14 +494,19 @@ impl Machine {
             }
         };
         let add = |fd, data| epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, data));
-        if let Err(e) = add(self.stop.eventfd().as_raw_fd(), STOP).and(add(sigfd.as_raw_fd(), SIGNAL)) {
+        if let Err(e) = add(self.stop.eventfd().as_raw_fd(), STOP)
+            .and(add(sigfd.as_raw_fd(), SIGNAL))
+            .and(add(self.halt_check.eventfd().as_raw_fd(), HALT_CHECK))
+        {
             self.stop
                 .request(StopReason::VcpuFailure(format!("watching the stop events: {e}")));
             return;
         }
-        let mut events = [EpollEvent::default(); 2];
+        let mut events = [EpollEvent::default(); 3];
+        let mut last_round = None;
         while !self.stop.is_requested() {
-            let n = match epoll.wait(-1, &mut events) {
+            let timeout_ms = self.halt_check_round(vcpus, &mut last_round);
+            let n = match epoll.wait(timeout_ms, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -479,15 +516,42 @@ impl Machine {
                 }
             };
             for ev in &events[..n] {
-                if ev.data() == SIGNAL {
-                    if let Ok(Some(info)) = sigfd.read_signal() {
-                        self.stop.request(StopReason::Signal(info.ssi_signo as i32));
+                match ev.data() {
+                    SIGNAL => {
+                        if let Ok(Some(info)) = sigfd.read_signal() {
+                            self.stop.request(StopReason::Signal(info.ssi_signo as i32));
+                        }
                     }
-                } else {
-                    let _ = self.stop.eventfd().read();
+                    HALT_CHECK => {
+                        let _ = self.halt_check.eventfd().read();
+                    }
+                    _ => {
+                        let _ = self.stop.eventfd().read();
+                    }
                 }
             }
         }
+    }
+
+    /// Runs a halt-check round when one is due, at most one per [`ROUND_INTERVAL`] however often
+    /// the guest asks: kicks every vCPU thread out of KVM_RUN to answer it. Returns how long to
+    /// wait for events before the next one (-1: no check is running).
+    fn halt_check_round(&self, vcpus: &[JoinHandle<()>], last_round: &mut Option<Instant>) -> i32 {
+        let now = Instant::now();
+        let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX).max(1);
+        if let Some(due) = last_round.map(|t| t + ROUND_INTERVAL).filter(|due| now < *due) {
+            return millis(due - now);
+        }
+        if !self.halt_check.start_round(now) {
+            *last_round = None;
+            return -1;
+        }
+        *last_round = Some(now);
+        for handle in vcpus {
+            // A thread that already ended needs no kick; a kick it misses only delays its answer.
+            let _ = handle.kill(vcpu::kick_signal());
+        }
+        millis(ROUND_INTERVAL)
     }
 
     /// Knocks every vCPU thread out of KVM_RUN and joins it (a thread stuck past the timeout is
@@ -516,7 +580,7 @@ impl Machine {
             .collect()
     }
 
-    fn outcome(&self, ended_us: u64) -> VmOutcome {
+    fn outcome(&self, ended_us: u64, console: ConsoleEnd) -> VmOutcome {
         let reports = *self.reports.lock().unwrap_or_else(|p| p.into_inner());
         let (lines, panicked) = {
             let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
@@ -546,6 +610,7 @@ impl Machine {
             },
             vmm_rss_bytes_excluding_guest: crate::rss::current(&self.guest_ranges()),
             boot_protocol: self.boot_protocol,
+            console_bytes_dropped: console.lost(),
         }
     }
 }

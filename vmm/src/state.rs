@@ -40,7 +40,8 @@ pub enum StopReason {
     Reset,
     /// A vCPU hit a triple fault (KVM_EXIT_SHUTDOWN).
     TripleFault,
-    /// The kernel powered off (it printed its power-down line).
+    /// The kernel powered off or halted: its power-down line before init started, or, after,
+    /// every vCPU found halted for good (see [`crate::console_signals`]).
     PowerOff,
     /// A vCPU halted with interrupts off (only reaches the VMM without an in-kernel LAPIC).
     Halted,

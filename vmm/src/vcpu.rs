@@ -1,22 +1,28 @@
 //! vCPUs: per-vCPU set-up (CPUID with its APIC ID and topology, MSRs, FPU, LAPIC, and the boot
 //! registers on the boot vCPU) and the run loop each vCPU thread executes. The loop only routes
 //! port and MMIO accesses to the buses and turns terminal exits into a stop reason; device work
-//! happens on the device thread.
+//! happens on the device thread. Kicked out of KVM_RUN during a halt check, a vCPU thread
+//! answers whether its vCPU can run again ([`crate::halt_check`]).
 
 use std::sync::{Arc, Mutex};
 
-use kvm_bindings::{CpuId, Msrs};
+use kvm_bindings::{
+    CpuId, Msrs, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_UNINITIALIZED,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::boot::loader::BootEntry;
 use crate::boot::{cpuid, regs};
 use crate::bus::Bus;
 use crate::error::VmmError;
+use crate::halt_check::HaltCheck;
 use crate::state::{Clock, Stop, StopReason};
 
 const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const KVM_SYSTEM_EVENT_RESET: u32 = 2;
 const KVM_SYSTEM_EVENT_CRASH: u32 = 3;
+/// RFLAGS.IF: maskable interrupts enabled.
+const RFLAGS_IF: u64 = 1 << 9;
 
 /// The signal that knocks a vCPU thread out of KVM_RUN when the VM stops.
 pub fn kick_signal() -> libc::c_int {
@@ -70,6 +76,23 @@ pub struct VcpuRunner {
     pub clock: Clock,
     /// Set by the boot vCPU when it first enters the guest (µs since VMM start).
     pub kernel_entry_us: Arc<Mutex<Option<u64>>>,
+    /// Asked, after a kick, whether this vCPU can run again.
+    pub halt_check: Arc<HaltCheck>,
+}
+
+/// Whether `vcpu` (out of KVM_RUN) can never run again by itself: halted with interrupts off
+/// (the end of a kernel's halt or power-off without ACPI), or never started by the boot vCPU.
+/// Only an NMI, INIT or SIPI could wake it: no device here sends one, so once every vCPU is in
+/// this state nothing is left to. A failed query says no.
+fn cannot_run_again(vcpu: &VcpuFd) -> bool {
+    let Ok(mp) = vcpu.get_mp_state() else {
+        return false;
+    };
+    match mp.mp_state {
+        KVM_MP_STATE_UNINITIALIZED | KVM_MP_STATE_INIT_RECEIVED => true,
+        KVM_MP_STATE_HALTED => vcpu.get_regs().is_ok_and(|r| r.rflags & RFLAGS_IF == 0),
+        _ => false,
+    }
 }
 
 impl VcpuRunner {
@@ -123,12 +146,23 @@ impl VcpuRunner {
                 }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.vcpu.set_kvm_immediate_exit(0);
+                    self.answer_halt_check();
                     continue;
                 }
                 Err(e) => StopReason::VcpuFailure(format!("KVM_RUN on vCPU {}: {e}", self.index)),
             };
             self.stop.request(reason);
             return;
+        }
+    }
+
+    /// Answers a running halt check's round, if any; the last answer that proves every vCPU
+    /// stuck ends the VM as a power-off.
+    fn answer_halt_check(&self) {
+        let index = self.index as usize;
+        if self.halt_check.wants_answer(index) && self.halt_check.answer(index, cannot_run_again(&self.vcpu))
+        {
+            self.stop.request(StopReason::PowerOff);
         }
     }
 }

@@ -418,7 +418,10 @@ impl Backend for VmBackend {
         let began = trace::start();
         let vm = sandbox_vmm::run(config).map_err(VmError::from)?;
         trace::step("vm", began, || {
-            format!("{:?}, boot {}, {:?}", vm.ending, vm.boot_protocol, vm.timings)
+            format!(
+                "{:?}, boot {}, {:?}, console bytes dropped {}",
+                vm.ending, vm.boot_protocol, vm.timings, vm.console_bytes_dropped
+            )
         });
         let t = vm.timings;
         let timings: Vec<Timing> = [
@@ -442,10 +445,18 @@ impl Backend for VmBackend {
         let outcome = Outcome {
             exit_status: vm.exit_status(),
             oom_killed: false,
-            message: vm
-                .ending
-                .message()
-                .map(|m| with_pvm_hint(m, &vm.ending, prepared.allow_pvm)),
+            message: join_messages(
+                vm.ending
+                    .message()
+                    .map(|m| with_pvm_hint(m, &vm.ending, prepared.allow_pvm)),
+                (vm.console_bytes_dropped > 0).then(|| {
+                    format!(
+                        "{} bytes of the guest's console output were dropped: stdout did not keep \
+                         up (a pipe nobody read?)",
+                        vm.console_bytes_dropped
+                    )
+                }),
+            ),
             timings,
             resources: ResourceFigures {
                 memory_limit_bytes: Some(prepared.memory_mib << 20),
@@ -509,6 +520,14 @@ fn with_pvm_hint(message: String, ending: &sandbox_vmm::Ending, allow_pvm: bool)
         )
     } else {
         message
+    }
+}
+
+/// Two optional messages as one (either, both on one line, or none).
+fn join_messages(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
     }
 }
 

@@ -5,134 +5,23 @@
 //! Needs root, busybox-static and a built workspace (`cargo build --workspace`).
 
 mod container_support;
+mod terminal_support;
 
 use container_support::{eventually, Home, SANDBOX};
-use nix::sys::termios::{tcgetattr, Termios};
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+use terminal_support::{set_size, Session};
 
-/// A launcher on a terminal this test holds.
-struct Session {
-    master: std::fs::File,
-    screen: Receiver<Vec<u8>>,
-    seen: String,
-    child: Child,
-    /// The terminal's side the launcher has, to compare its modes before and after.
-    slave: OwnedFd,
-    before: Termios,
-}
-
-fn set_size(fd: &impl AsRawFd, rows: u16, cols: u16) {
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads one winsize, which `ws` is.
-    assert_eq!(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) }, 0);
-}
-
-impl Session {
-    fn start(home: &Home, args: &[&str]) -> Session {
-        let pty = nix::pty::openpty(None, None).expect("a pty");
-        set_size(&pty.master, 24, 80);
-        let before = tcgetattr(&pty.slave).unwrap();
-        let io = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-        let mut command = Command::new(SANDBOX);
-        command
-            .args(["run", "--mode", "container"])
-            .args(args)
-            .env("SANDBOX_HOME", home.path())
-            .env("TERM", "xterm-test")
-            .stdin(io(&pty.slave))
-            .stdout(io(&pty.slave))
-            .stderr(io(&pty.slave));
-        // SAFETY: between fork and exec only async-signal-safe calls: setsid and ioctl.
-        unsafe {
-            command.pre_exec(|| {
-                nix::unistd::setsid()?;
-                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().expect("the sandbox binary starts");
-        let mut reader = std::fs::File::from(pty.master.try_clone().unwrap());
-        let (tx, screen) = channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        Session {
-            master: std::fs::File::from(pty.master),
-            screen,
-            seen: String::new(),
-            child,
-            slave: pty.slave,
-            before,
-        }
-    }
-
-    fn type_keys(&mut self, keys: &str) {
-        self.master.write_all(keys.as_bytes()).unwrap();
-    }
-
-    /// Reads the screen until `needle` appears after what was already consumed; returns the text
-    /// up to and including it.
-    fn expect(&mut self, needle: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(at) = self.seen.find(needle) {
-                let upto: String = self.seen.drain(..at + needle.len()).collect();
-                return upto;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.screen.recv_timeout(left) {
-                Ok(chunk) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
-                Err(_) => panic!(
-                    "{needle:?} did not appear within {within:?}; the screen shows:\n{}",
-                    self.seen
-                ),
-            }
-        }
-    }
-
-    fn wait(&mut self) -> std::process::ExitStatus {
-        let child = &mut self.child;
-        assert!(
-            eventually(Duration::from_secs(20), || child.try_wait().unwrap().is_some()),
-            "the launcher did not end; the screen shows:\n{}",
-            self.seen
-        );
-        self.child.wait().unwrap()
-    }
-
-    /// The launcher's terminal is in the modes it had before (raw mode undone).
-    fn assert_restored(&self) {
-        let after = tcgetattr(&self.slave).unwrap();
-        assert_eq!(
-            after.local_flags, self.before.local_flags,
-            "local modes not restored"
-        );
-        assert_eq!(
-            after.input_flags, self.before.input_flags,
-            "input modes not restored"
-        );
-        assert_eq!(
-            after.output_flags, self.before.output_flags,
-            "output modes not restored"
-        );
-    }
+/// `sandbox run --mode container ARGS` on a terminal, with `home`.
+fn session(home: &Home, args: &[&str]) -> Session {
+    let full: Vec<&str> = ["run", "--mode", "container"]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+    Session::start(SANDBOX, &full, &[("SANDBOX_HOME", home.path().as_os_str())])
 }
 
 /// The one sandbox of `home` while it runs.
@@ -152,7 +41,7 @@ fn only_id(home: &Home) -> String {
 #[test]
 fn an_interactive_shell_gets_keys_size_resizes_and_ctrl_c() {
     let home = Home::new();
-    let mut s = Session::start(&home, &["-it", "--", "sh"]);
+    let mut s = session(&home, &["-it", "--", "sh"]);
     s.expect("# ", Duration::from_secs(20));
     let id = only_id(&home);
     s.type_keys("tty; stty size; echo term=$TERM\r");
@@ -190,7 +79,7 @@ fn an_interactive_shell_gets_keys_size_resizes_and_ctrl_c() {
 #[test]
 fn a_hang_up_ends_the_session_and_restores_the_terminal() {
     let home = Home::new();
-    let mut s = Session::start(&home, &["-it", "--", "sh"]);
+    let mut s = session(&home, &["-it", "--", "sh"]);
     s.expect("# ", Duration::from_secs(20));
     let id = only_id(&home);
     nix::sys::signal::kill(

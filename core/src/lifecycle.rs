@@ -44,27 +44,29 @@ pub fn initial_state(
     }
 }
 
-/// With a terminal (`-t`): the relay between the launcher's terminal and the sandbox's, and the
-/// launcher's terminal in raw mode when the workload reads it (`-i`).
+/// With a terminal (`-t`): the relay between the launcher's terminal and the sandbox's (where
+/// the backend has one; the VMM reads stdin and writes the console itself), and the launcher's
+/// terminal in raw mode when the workload reads it (`-i`).
 fn attach_terminal(
     backend: &mut dyn Backend,
     assembled: &Assembled,
     keep_stdin: bool,
-) -> Result<Option<(crate::terminal::Relay, Option<crate::terminal::RawMode>)>, CoreError> {
+) -> Result<Option<crate::terminal::Session>, CoreError> {
     if !assembled.plan.process.terminal {
         return Ok(None);
     }
-    let Some(ends) = backend.terminal(keep_stdin)? else {
-        return Ok(None);
-    };
     let sys = |what: &'static str, errno: nix::errno::Errno| CoreError::Terminal { what, errno };
+    let ends = backend.terminal(keep_stdin)?;
     let raw = if keep_stdin {
         crate::terminal::RawMode::enter().map_err(|e| sys("putting the terminal in raw mode", e))?
     } else {
         None
     };
-    let relay = crate::terminal::relay(ends).map_err(|e| sys("starting the terminal relay", e))?;
-    Ok(Some((relay, raw)))
+    let relay = ends
+        .map(crate::terminal::relay)
+        .transpose()
+        .map_err(|e| sys("starting the terminal relay", e))?;
+    Ok(Some(crate::terminal::Session { relay, raw }))
 }
 
 /// Creates, starts and waits for the sandbox `assembled` describes (as `id` under `root`), then
@@ -103,9 +105,8 @@ pub fn run(
         });
         // The sandbox's last output is written, and the launcher's terminal restored, before
         // anything else is printed.
-        if let Some((relay, raw)) = terminal {
-            relay.finish();
-            drop(raw);
+        if let Some(session) = terminal {
+            session.finish();
         }
         outcome
     });

@@ -55,6 +55,16 @@ pub struct RawMode {
 impl RawMode {
     /// Puts stdin in raw mode; `None` when stdin is not a terminal (nothing to restore).
     pub fn enter() -> Result<Option<RawMode>, Errno> {
+        RawMode::enter_with(false)
+    }
+
+    /// Raw input, but output still turns `\n` into `\r\n`: for a launcher that prints lines of
+    /// its own (progress) while the terminal is raw.
+    pub fn enter_keeping_output() -> Result<Option<RawMode>, Errno> {
+        RawMode::enter_with(true)
+    }
+
+    fn enter_with(keep_output: bool) -> Result<Option<RawMode>, Errno> {
         // SAFETY: descriptor 0 stays open for the life of the process.
         let stdin = unsafe { BorrowedFd::borrow_raw(libc::STDIN_FILENO) };
         if !is_terminal(stdin.as_raw_fd()) {
@@ -63,6 +73,9 @@ impl RawMode {
         let saved = termios::tcgetattr(stdin)?;
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
+        if keep_output {
+            raw.output_flags = saved.output_flags;
+        }
         termios::tcsetattr(stdin, SetArg::TCSADRAIN, &raw)?;
         Ok(Some(RawMode { saved }))
     }
@@ -73,6 +86,23 @@ impl Drop for RawMode {
         // SAFETY: as in `enter`.
         let stdin = unsafe { BorrowedFd::borrow_raw(libc::STDIN_FILENO) };
         let _ = termios::tcsetattr(stdin, SetArg::TCSADRAIN, &self.saved);
+    }
+}
+
+/// A `-t` session on the launcher's side: the relay (where the backend has one) and the raw mode
+/// (with `-i`).
+pub struct Session {
+    pub relay: Option<Relay>,
+    pub raw: Option<RawMode>,
+}
+
+impl Session {
+    /// Lets the sandbox's last output through, then restores the launcher's terminal.
+    pub fn finish(self) {
+        if let Some(relay) = self.relay {
+            relay.finish();
+        }
+        drop(self.raw);
     }
 }
 

@@ -96,6 +96,14 @@ if [ -n "$lab_export" ]; then
 fi
 # Through pipes, as when its output is piped on a host: the serial ports are terminals, and
 # programs would draw colours and progress bars for one.
+if [ -n "$lab_tty" ]; then
+    # --tty: ttyS1 is a terminal the host relays; the command leads a session with it as its
+    # controlling terminal and stdio.
+    # (The size is set once the port is open: a tty's size goes with its last close.)
+    setsid -c sh -c 'stty sane rows "$1" cols "$2"; shift 2; exec /bin/sandbox "$@"' sh \
+        ${{lab_tty% *}} ${{lab_tty#* }} "$@" <> /dev/ttyS1 >&0 2>&0
+    status=$?
+else
 mkfifo /run/lab-stdout /run/lab-stderr
 cat /run/lab-stdout > /dev/ttyS1 &
 out_pid=$!
@@ -104,6 +112,7 @@ err_pid=$!
 /bin/sandbox "$@" < /dev/null > /run/lab-stdout 2> /run/lab-stderr
 status=$?
 wait $out_pid $err_pid
+fi
 if [ -n "$lab_export" ]; then
     n=0
     while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
@@ -153,8 +162,12 @@ pub fn run_script<S: AsRef<std::ffi::OsStr>>(
     args: &[S],
     env: &[(String, String)],
     export: Option<&str>,
+    terminal: Option<(u16, u16)>,
 ) -> Vec<u8> {
     let mut out = b"# sandbox lab: one run\n".to_vec();
+    if let Some((rows, cols)) = terminal {
+        out.extend_from_slice(format!("lab_tty='{rows} {cols}'\n").as_bytes());
+    }
     if let Some(dir) = export {
         out.extend_from_slice(b"lab_export=");
         out.extend_from_slice(&sh_quote(dir.as_bytes()));
@@ -192,7 +205,7 @@ mod tests {
             "",
             "it's",
         ];
-        let mut script = run_script(&args, &[("K".into(), "v 'w'".into())], Some("/x"));
+        let mut script = run_script(&args, &[("K".into(), "v 'w'".into())], Some("/x"), None);
         script.extend_from_slice(b"printf '%s\\0' \"$@\" \"$K\"\n");
         let out = Command::new("sh")
             .arg("-c")

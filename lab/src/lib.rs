@@ -89,6 +89,19 @@ pub struct LabOptions {
     pub export: Option<Export>,
     /// Environment for the command in L1 (besides [`PASSED_ENV`], taken from ours when set).
     pub env: Vec<(String, String)>,
+    /// Give the command a terminal in L1 (`sandbox lab --tty`): see [`Terminal`].
+    pub terminal: Option<Terminal>,
+}
+
+/// A terminal for the command in L1: L1's second serial port, in the usual cooked mode and this
+/// size, becomes the command's stdin, stdout, stderr and controlling terminal, and QEMU carries
+/// it over `fd`, one end of a connected socket pair (the caller relays the other end to its own
+/// terminal). The descriptor must stay open until the run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terminal {
+    pub fd: std::os::fd::RawFd,
+    pub rows: u16,
+    pub cols: u16,
 }
 
 impl Default for LabOptions {
@@ -109,6 +122,7 @@ impl Default for LabOptions {
             tools: Vec::new(),
             env: Vec::new(),
             export: None,
+            terminal: None,
         }
     }
 }
@@ -235,7 +249,13 @@ fn boot_of(args: &[&OsStr], opts: &LabOptions, capture: bool) -> Result<Ended, L
         memory_mib: opts.memory_mib,
         cpus: opts.cpus,
         cpu_model: opts.cpu_model.clone(),
-        run_script: init_script::run_script(args, &env, opts.export.as_ref().map(|e| e.l1_dir.as_str())),
+        run_script: init_script::run_script(
+            args,
+            &env,
+            opts.export.as_ref().map(|e| e.l1_dir.as_str()),
+            opts.terminal.map(|t| (t.rows, t.cols)),
+        ),
+        terminal: opts.terminal,
         export: opts.export.clone(),
         verbose: opts.verbose,
         timeout: opts.timeout,

@@ -58,6 +58,8 @@ pub struct Boot {
     pub export: Option<Export>,
     /// Collect stdout/stderr instead of writing them to this process's stdout/stderr.
     pub capture: bool,
+    /// ttyS1 is the command's terminal, carried over this socket (see [`crate::Terminal`]).
+    pub terminal: Option<crate::Terminal>,
 }
 
 /// How L1 ended.
@@ -122,7 +124,15 @@ fn qemu_args(boot: &Boot, dir: &Path) -> Vec<String> {
     ]);
     args.extend(["-serial".into(), "stdio".into()]);
     for name in ["stdout", "stderr", "control"] {
-        args.extend(["-serial".into(), format!("file:{}", dir.join(name).display())]);
+        match (name, boot.terminal) {
+            ("stdout", Some(t)) => args.extend([
+                "-chardev".into(),
+                format!("socket,id=terminal,fd={}", t.fd),
+                "-serial".into(),
+                "chardev:terminal".into(),
+            ]),
+            _ => args.extend(["-serial".into(), format!("file:{}", dir.join(name).display())]),
+        }
     }
     if boot.export.is_some() {
         args.extend([
@@ -202,7 +212,8 @@ impl Sink {
     }
 }
 
-fn spawn_qemu(qemu: &Path, args: &[String]) -> Result<Child, LabError> {
+fn spawn_qemu(qemu: &Path, args: &[String], terminal: Option<crate::Terminal>) -> Result<Child, LabError> {
+    let keep_fd = terminal.map_or(-1, |t| t.fd);
     let mut cmd = Command::new(qemu);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -210,10 +221,14 @@ fn spawn_qemu(qemu: &Path, args: &[String]) -> Result<Child, LabError> {
         .stderr(Stdio::piped());
     // SAFETY: prctl and setpgid are async-signal-safe; nothing else runs between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             // QEMU dies with us; in its own process group, a terminal's Ctrl-C reaches only us,
             // and we stop it and clean up.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The terminal's socket is QEMU's to keep across exec (see `-chardev ... fd=`).
+            if keep_fd >= 0 && libc::fcntl(keep_fd, libc::F_SETFD, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -264,7 +279,7 @@ pub fn boot(boot: &Boot, progress: &Progress) -> Result<Ended, LabError> {
         boot.memory_mib, boot.cpus
     ));
     let start = Instant::now();
-    let mut child = spawn_qemu(&qemu, &args)?;
+    let mut child = spawn_qemu(&qemu, &args, boot.terminal)?;
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let console = {
         let stdout = child.stdout.take();

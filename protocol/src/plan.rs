@@ -178,6 +178,11 @@ pub struct Plan {
     /// The cgroup limits (a VM's memory and vCPUs come from these too).
     #[serde(default)]
     pub resources: ResourcePlan,
+    /// In a VM: the workload reads the console (`sandbox run -i`; the VMM feeds it the
+    /// launcher's stdin); without it, and without a terminal, its stdin is `/dev/null`. (A
+    /// container's launcher hands its workload the right stdin itself.)
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 impl Plan {
@@ -196,6 +201,7 @@ impl Plan {
             process: ProcessPlan::default(),
             isolation: Isolation::default(),
             resources: ResourcePlan::default(),
+            stdin: false,
         }
     }
 

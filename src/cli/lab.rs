@@ -46,6 +46,11 @@ pub struct Args {
     /// Set an environment variable for the command in L1: NAME=VALUE (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// Give the command a terminal in L1 (its stdin, stdout and stderr), relayed to this one in
+    /// raw mode: for interactive sessions, e.g. `sandbox lab --tty -- run --mode vm -it -- sh`.
+    /// Stdin must be a terminal; the size is this terminal's at the start.
+    #[arg(long, short = 't')]
+    tty: bool,
     /// Only fetch the L1 kernel and build the initramfs (warms the cache), then print their paths.
     #[arg(long, conflicts_with = "args")]
     prepare: bool,
@@ -93,7 +98,7 @@ fn parse_include(s: &str) -> Result<Include, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let opts = LabOptions {
+    let mut opts = LabOptions {
         memory_mib: args.memory,
         cpus: args.cpus,
         cpu_model: args.l1_cpu,
@@ -119,7 +124,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         return Ok(0);
     }
     sandbox_lab::install_interrupt_handler().context("cannot install the Ctrl-C handler")?;
-    match sandbox_lab::run(&args.args, &opts) {
+    let terminal = if args.tty {
+        Some(Relayed::start(&mut opts)?)
+    } else {
+        None
+    };
+    let result = sandbox_lab::run(&args.args, &opts);
+    if let Some(t) = terminal {
+        t.finish();
+    }
+    match result {
         Ok(ended) if ended.timed_out => {
             eprintln!(
                 "sandbox lab: timed out: the command did not finish within {:.1} s; L1 (QEMU) was killed",
@@ -139,5 +153,56 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             Ok(130)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// `--tty`: a socket pair whose one end QEMU carries as L1's ttyS1, the other relayed to this
+/// terminal (raw input; output processing kept for the lab's own progress lines).
+struct Relayed {
+    qemu_end: std::os::unix::net::UnixStream,
+    session: sandbox_core::terminal::Session,
+}
+
+impl Relayed {
+    fn start(opts: &mut LabOptions) -> anyhow::Result<Relayed> {
+        use sandbox_core::terminal;
+        use std::os::fd::{AsRawFd, OwnedFd};
+        anyhow::ensure!(
+            terminal::is_terminal(0),
+            "--tty needs a terminal on stdin, and stdin is not one: run from a terminal, or drop --tty"
+        );
+        let (ours, qemu_end) =
+            std::os::unix::net::UnixStream::pair().context("creating the terminal's socket pair")?;
+        let (rows, cols) = terminal::host_size().unwrap_or((24, 80));
+        opts.terminal = Some(sandbox_lab::Terminal {
+            fd: qemu_end.as_raw_fd(),
+            rows,
+            cols,
+        });
+        let ours = OwnedFd::from(ours);
+        let output = ours.try_clone().context("duplicating the terminal socket")?;
+        let raw = terminal::RawMode::enter_keeping_output()
+            .map_err(|e| anyhow::anyhow!("putting the terminal in raw mode: {e}"))?;
+        let relay = terminal::relay(terminal::Ends {
+            sandbox_in: ours,
+            sandbox_out: Some(output),
+            stdin: true,
+            // L1's terminal keeps the size it started with.
+            resize: Box::new(|_| {}),
+        })
+        .map_err(|e| anyhow::anyhow!("starting the terminal relay: {e}"))?;
+        Ok(Relayed {
+            qemu_end,
+            session: terminal::Session {
+                relay: Some(relay),
+                raw,
+            },
+        })
+    }
+
+    /// Lets L1's last output through and restores this terminal.
+    fn finish(self) {
+        drop(self.qemu_end);
+        self.session.finish();
     }
 }

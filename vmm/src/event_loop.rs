@@ -1,7 +1,7 @@
-//! The device thread: one event-manager loop that wakes on queue ioeventfds, the tap and stdin,
-//! and does the device work there (vCPU threads never do). A stop eventfd ends it.
+//! The device thread: one event-manager loop that wakes on queue ioeventfds, the tap and stdin
+//! (see [`crate::console_input`]), and does the device work there (vCPU threads never do). A
+//! stop eventfd ends it.
 
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -9,7 +9,6 @@ use std::thread::JoinHandle;
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::mmio::{DeviceState, MmioTransport};
 use crate::devices::virtio::VirtioDevice;
 use crate::error::VmmError;
@@ -70,35 +69,6 @@ impl<D: VirtioDevice> MutEventSubscriber for VirtioSubscriber<D> {
             queue => t.handle_queue_event(queue as usize),
         }
         self.sync_backend(&t, ops);
-    }
-}
-
-/// Feeds the VMM's stdin into the serial console.
-pub struct StdinSubscriber {
-    serial: Arc<Mutex<SerialDevice>>,
-}
-
-impl StdinSubscriber {
-    pub fn new(serial: Arc<Mutex<SerialDevice>>) -> Self {
-        StdinSubscriber { serial }
-    }
-}
-
-impl MutEventSubscriber for StdinSubscriber {
-    fn init(&mut self, ops: &mut EventOps) {
-        let _ = ops.add(Events::new_raw(libc::STDIN_FILENO, EventSet::IN));
-    }
-
-    fn process(&mut self, _events: Events, ops: &mut EventOps) {
-        let mut buf = [0u8; 64];
-        let n = std::io::stdin().lock().read(&mut buf).unwrap_or(0);
-        if n == 0 {
-            // EOF or error: stop watching, or epoll would wake us forever.
-            let _ = ops.remove(Events::new_raw(libc::STDIN_FILENO, EventSet::IN));
-            return;
-        }
-        let mut serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
-        serial.enqueue_input(&buf[..n]);
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod boot;
 pub mod bus;
 pub mod console_filter;
+pub mod console_input;
 pub mod console_signals;
 pub mod console_writer;
 pub mod devices;
@@ -106,6 +107,9 @@ pub struct VmConfig {
     pub serial: SerialSink,
     /// Feed the VMM's stdin to the guest console.
     pub serial_input: bool,
+    /// The console is relayed to a terminal (`sandbox run -t`): its bytes pass unchanged and
+    /// at once instead of by lines with CRLF turned into LF.
+    pub console_raw: bool,
     /// Show all kernel messages (no `quiet`).
     pub verbose_kernel: bool,
     /// Boot even on a PVM host (for a PVM-enabled `--kernel`).
@@ -129,6 +133,7 @@ impl VmConfig {
             tap: None,
             serial: SerialSink::Stdout,
             serial_input: false,
+            console_raw: false,
             verbose_kernel: false,
             allow_pvm: false,
             started: Instant::now(),

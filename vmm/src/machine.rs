@@ -22,6 +22,7 @@ use crate::boot::cmdline::{self, CmdlineSpec};
 use crate::boot::loader::{self, BootEntry, KernelFormat, KernelInfo};
 use crate::boot::{cpuid, mptable, regs};
 use crate::bus::Bus;
+use crate::console_input::ConsoleInput;
 use crate::console_signals::PowerDownWatch;
 use crate::console_writer::{ConsoleEnd, ConsoleWriter};
 use crate::devices::bootexit::{self, BootExit};
@@ -32,7 +33,7 @@ use crate::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::VirtioDevice;
 use crate::error::VmmError;
-use crate::event_loop::{DeviceThread, StdinSubscriber, Subscriber, VirtioSubscriber};
+use crate::event_loop::{DeviceThread, Subscriber, VirtioSubscriber};
 use crate::halt_check::{HaltCheck, ROUND_INTERVAL};
 use crate::layout;
 use crate::state::{Clock, GuestReports, Stop, StopReason};
@@ -197,9 +198,12 @@ impl Machine {
             SerialSink::Null => Box::new(std::io::sink()),
             SerialSink::Writer(w) => w,
         };
-        let console = SerialOut::new(ConsoleWriter::spawn(sink)?, tail.clone()).watch_power_down(
+        let mut console = SerialOut::new(ConsoleWriter::spawn(sink)?, tail.clone()).watch_power_down(
             PowerDownWatch::new(stop.clone(), reports.clone()).with_halt_check(halt_check.clone()),
         );
+        if config.console_raw {
+            console = console.raw();
+        }
         let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, console)));
         pio.insert(
             u64::from(layout::SERIAL_PORT),
@@ -403,7 +407,7 @@ impl Machine {
         vcpu::install_kick_handler()?;
         let mut subscribers = std::mem::take(&mut self.subscribers);
         if self.serial_input {
-            subscribers.push(Arc::new(Mutex::new(StdinSubscriber::new(self.serial.clone()))));
+            subscribers.push(Arc::new(Mutex::new(ConsoleInput::stdin(self.serial.clone())?)));
         }
         let stop = self.stop.clone();
         let devices = DeviceThread::spawn(subscribers, move |reason| {

@@ -348,6 +348,9 @@ impl Backend for VmBackend {
         config.verbose_kernel = opts.verbose_kernel || opts.trace;
         config.allow_pvm = checked.allow_pvm;
         config.started = opts.started;
+        // `-t`: the console is the workload's terminal, relayed raw; `-i`: stdin reaches it.
+        config.console_raw = plan.process.terminal;
+        config.serial_input = matches!(request.holding, Holding::Attached { keep_stdin: true });
         let tracing = opts.trace;
         let filter = |w: Box<dyn std::io::Write + Send>| -> SerialSink {
             let f = ConsoleFilter::new(w);
@@ -359,6 +362,7 @@ impl Backend for VmBackend {
             SerialSink::Null => SerialSink::Null,
         };
         let mut guest: Plan = plan.clone();
+        guest.stdin = config.serial_input;
         // The plan disk comes before the volume disks: take its place first for the names.
         config.plan = Some(guest.clone());
         guest.volumes = plan

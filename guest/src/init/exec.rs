@@ -64,6 +64,8 @@ pub struct Prepared {
     user: Option<(u32, u32)>,
     ready_fd: Option<i32>,
     terminal: Option<Terminal>,
+    /// Stdin becomes `/dev/null` (a VM's workload without `-i` or `-t`).
+    null_stdin: bool,
 }
 
 /// How the workload gets its terminal (the Plan's `process.terminal`).
@@ -114,6 +116,7 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, SpawnError> {
             .transpose()?,
         user: plan.user,
         terminal: plan.process.terminal.then(|| terminal_for(plan)).transpose()?,
+        null_stdin: plan.mode == sandbox_protocol::Mode::Vm && !plan.process.terminal && !plan.stdin,
         ready_fd: match plan.ready {
             ReadyChannel::Fd(fd) => Some(fd),
             _ => None,
@@ -185,6 +188,21 @@ fn take_terminal(terminal: &Terminal) -> Result<(), String> {
     }
 }
 
+/// Makes descriptor 0 `/dev/null`.
+fn stdin_from_null() -> Result<(), String> {
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open /dev/null for stdin: {e}"))?;
+    // SAFETY: dup2 replaces descriptor 0 of this forked child.
+    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) } < 0 {
+        return Err(format!("cannot make /dev/null the stdin: {}", Errno::last()));
+    }
+    Ok(())
+}
+
 /// Forks; the child runs the workload and never returns. Signals must already be blocked
 /// ([`reaper::block_signals`]).
 pub fn spawn(prepared: &Prepared) -> Result<Pid, SpawnError> {
@@ -210,6 +228,11 @@ fn child_fail(status: i32, message: &str) -> ! {
 fn child_main(p: &Prepared) -> ! {
     if let Some(terminal) = &p.terminal {
         if let Err(e) = take_terminal(terminal) {
+            child_fail(1, &e);
+        }
+    }
+    if p.null_stdin {
+        if let Err(e) = stdin_from_null() {
             child_fail(1, &e);
         }
     }

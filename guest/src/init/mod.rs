@@ -7,6 +7,7 @@
 //! Init never panics out and never hangs a VM: any failure before the workload runs is one line
 //! on stderr and status 1, reported like a workload's status.
 
+pub mod console;
 pub mod exec;
 pub mod mounts;
 
@@ -99,6 +100,9 @@ fn run(ending: &Cell<Ending>) -> Result<i32, InitError> {
     if vm {
         mounts::setup_vm(&plan.volumes)?;
         mounts::ensure_console_fds();
+        if !plan.process.terminal {
+            console::no_echo();
+        }
     } else {
         mounts::setup_container();
     }

@@ -97,6 +97,9 @@ pub struct SerialOut {
     buf: Vec<u8>,
     pending_cr: bool,
     watch: Option<PowerDownWatch>,
+    /// The console is a terminal's: bytes pass unchanged (CRLF kept) and at once (a prompt has
+    /// no line end).
+    raw: bool,
 }
 
 impl SerialOut {
@@ -107,7 +110,15 @@ impl SerialOut {
             buf: Vec::with_capacity(FLUSH_AT),
             pending_cr: false,
             watch: None,
+            raw: false,
         }
+    }
+
+    /// Passes bytes on unchanged and at once, for a console the host relays to a terminal in raw
+    /// mode (`sandbox run -t`).
+    pub fn raw(mut self) -> SerialOut {
+        self.raw = true;
+        self
     }
 
     /// Shows every complete line to `watch`, which ends the VM on the kernel's power-down line
@@ -183,6 +194,11 @@ impl Write for SerialOut {
     /// Never fails and never waits for the sink.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.watch_lines(data);
+        if self.raw {
+            self.buf.extend_from_slice(data);
+            self.pass_on();
+            return Ok(data.len());
+        }
         if self.translate(data) || self.buf.len() >= FLUSH_AT {
             self.pass_on();
         }

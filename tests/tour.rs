@@ -1,7 +1,8 @@
-//! `docs/tour.md` runs as written: every ` ```sh ` block is executed with `bash -eo pipefail`,
-//! `sandbox` first on `PATH` and a private `$SANDBOX_HOME`, and must end with status 0 — or with
-//! N when its first line is `# exit: N`. VM blocks go through `sandbox lab` as the tour writes
-//! them. The tour must also cover claims 1 to 10, each with a command and a shown output.
+//! `docs/tour.md` and `docs/security.md` run as written: every ` ```sh ` block is executed with
+//! `bash -eo pipefail`, `sandbox` first on `PATH` and a private `$SANDBOX_HOME`, and must end
+//! with status 0 — or with N when its first line is `# exit: N`. VM blocks go through `sandbox
+//! lab` as the pages write them. The tour must cover claims 1 to 10 and the security page its
+//! ten sections, each with a command and a shown output.
 //!
 //! Needs root, busybox-static, a built workspace (`cargo build --workspace`), and for the lab
 //! blocks qemu-system-x86 and the guest kernel (`sandbox kernel build`); a missing piece fails
@@ -13,6 +14,7 @@ use std::time::Instant;
 
 const SANDBOX: &str = env!("CARGO_BIN_EXE_sandbox");
 const TOUR: &str = include_str!("../docs/tour.md");
+const SECURITY: &str = include_str!("../docs/security.md");
 
 /// One command block of the tour.
 #[derive(Debug)]
@@ -60,33 +62,52 @@ fn blocks(markdown: &str) -> Vec<Block> {
             }
         }
     }
-    assert!(current.is_none(), "an unclosed ```sh block in docs/tour.md");
+    assert!(current.is_none(), "an unclosed ```sh block");
     out
 }
 
-#[test]
-fn the_tour_covers_every_claim_with_a_command_and_its_output() {
-    let blocks = blocks(TOUR);
-    for claim in 1..=10 {
+/// Every numbered section 1..=`sections` of `page` has a command block, and each block a shown
+/// output.
+fn assert_covered(name: &str, page: &str, sections: u32) {
+    let blocks = blocks(page);
+    for claim in 1..=sections {
         assert!(
             blocks.iter().any(|b| b.claim == claim),
-            "claim {claim} of docs/tour.md has no ```sh command block"
+            "section {claim} of {name} has no ```sh command block"
         );
     }
-    assert!(
-        !TOUR.contains("OUTPUT-"),
-        "docs/tour.md still has an output placeholder"
-    );
-    let outputs = TOUR.matches("```text").count();
+    assert!(!page.contains("OUTPUT-"), "{name} still has an output placeholder");
+    let outputs = page.matches("```text").count();
     assert!(
         outputs >= blocks.len(),
-        "{} command blocks but only {outputs} shown outputs",
+        "{name}: {} command blocks but only {outputs} shown outputs",
         blocks.len()
     );
 }
 
 #[test]
+fn the_tour_covers_every_claim_with_a_command_and_its_output() {
+    assert_covered("docs/tour.md", TOUR, 10);
+}
+
+#[test]
+fn the_security_page_shows_every_claim_with_a_probe_and_its_output() {
+    assert_covered("docs/security.md", SECURITY, 10);
+}
+
+#[test]
 fn the_tours_commands_run_as_written() {
+    run_page("docs/tour.md", TOUR);
+}
+
+#[test]
+fn the_security_pages_probes_run_as_written() {
+    run_page("docs/security.md", SECURITY);
+}
+
+/// Runs every command block of `page`, each in a fresh bash with `sandbox` on PATH and one
+/// private `$SANDBOX_HOME` for the page.
+fn run_page(name: &str, page: &str) {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the tour runs containers and the lab: run the test as root"
@@ -109,7 +130,7 @@ fn the_tours_commands_run_as_written() {
     );
     let started = Instant::now();
     let mut failures = Vec::new();
-    for (i, block) in blocks(TOUR).iter().enumerate() {
+    for (i, block) in blocks(page).iter().enumerate() {
         let t = Instant::now();
         let mut cmd = Command::new("bash");
         if block.expected_status == 0 {
@@ -125,13 +146,13 @@ fn the_tours_commands_run_as_written() {
             .expect("bash runs");
         let status = out.status.code().unwrap_or(-1);
         eprintln!(
-            "tour block {i} (claim {}): status {status} in {:.1} s",
+            "{name} block {i} (section {}): status {status} in {:.1} s",
             block.claim,
             t.elapsed().as_secs_f64()
         );
         if status != block.expected_status {
             failures.push(format!(
-                "block {i} (claim {}) ended with {status}, the tour says {}:\n{}--- stdout\n{}--- stderr\n{}",
+                "{name} block {i} (section {}) ended with {status}, the page says {}:\n{}--- stdout\n{}--- stderr\n{}",
                 block.claim,
                 block.expected_status,
                 block.script,
@@ -140,7 +161,7 @@ fn the_tours_commands_run_as_written() {
             ));
         }
     }
-    eprintln!("the whole tour ran in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!("all of {name} ran in {:.1} s", started.elapsed().as_secs_f64());
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 

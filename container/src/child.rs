@@ -4,7 +4,11 @@
 //! in this fixed order (each step a function below):
 //! 1. asks for SIGKILL when the launcher dies, and waits for the launcher's "go" (sent once the
 //!    launcher has written the id maps, put it in its cgroup, and moved in the veth);
-//! 2. joins the namespaces given by path, unshares its cgroup namespace (rooted at the
+//! 2. joins the namespaces given by path; opens what it needs from the host while it still has
+//!    the launcher's host uid (the plan file; with a user namespace under a root launcher, the
+//!    overlay's directories and the volumes' sources, which the namespace's root may not reach);
+//!    becomes the root of its user namespace (asking again to die with the launcher: the
+//!    kernel forgets that on a change of host uid); unshares its cgroup namespace (rooted at the
 //!    container's cgroup) and starts a session of its own — "namespaces ready";
 //! 3. makes all mounts private, sets the hostname, brings up `lo` (and `eth0`);
 //! 4. assembles the root: the overlay or the bundle's directory, the plan's mounts in order, the
@@ -134,6 +138,19 @@ pub struct ChildConfig {
     pub status_fd: RawFd,
     /// Write end of the ready pipe, inherited by the guest program (`sandbox run`).
     pub ready_fd: Option<RawFd>,
+    /// Host paths opened before becoming the user namespace's root (see [`hold_host_paths`]):
+    /// the overlay's parts, then the overlay's root once mounted, and the volumes' sources.
+    pub held: HostDescriptors,
+}
+
+/// What the first process holds open from the host (all close-on-exec). Empty in the launcher.
+#[derive(Debug, Default)]
+pub struct HostDescriptors {
+    overlay: Option<crate::userns_overlay::Held>,
+    /// The mounted overlay's root, which `rootfs` names as `/proc/self/fd/N`.
+    root: Option<OwnedFd>,
+    /// Bind-mount sources, which the plan's mounts name as `/proc/self/fd/N`.
+    sources: Vec<OwnedFd>,
 }
 
 /// Status-pipe record tags.
@@ -245,6 +262,9 @@ fn setup_and_exec(cfg: &mut ChildConfig) -> Result<Ending, StepError> {
         detach_stdin()?;
     }
     enter_namespaces(cfg)?;
+    if !launcher_alive(cfg) {
+        return Ok(Ending::Quietly);
+    }
     mark(cfg, tag::NAMESPACES);
     set_up_identity_of_the_box(cfg, &go)?;
     let pty = assemble_root(cfg, &go)?;
@@ -304,7 +324,7 @@ fn wait_for_go(cfg: &ChildConfig) -> Result<Option<Go>, StepError> {
 
 /// Step 2: the namespaces given by path, root of the user namespace, the cgroup namespace, a
 /// session of its own.
-fn enter_namespaces(cfg: &ChildConfig) -> Step {
+fn enter_namespaces(cfg: &mut ChildConfig) -> Step {
     for join in cfg
         .joins
         .iter()
@@ -318,6 +338,7 @@ fn enter_namespaces(cfg: &ChildConfig) -> Step {
             format!("{} joined from {} by setns", join.kind.proc_name(), join.path)
         });
     }
+    hold_host_paths(cfg)?;
     if cfg.user_namespace {
         // The first process still carries the launcher's host uid, which the namespace's map
         // need not contain (then it is the overflow uid, and cannot create files): become the
@@ -335,6 +356,13 @@ fn enter_namespaces(cfg: &ChildConfig) -> Step {
         ctx(nix::unistd::setresuid(root_uid, root_uid, root_uid), || {
             "becoming root of the user namespace (is uid 0 in linux.uidMappings?)".into()
         })?;
+        // Becoming another host uid (a root launcher's `--userns`) made the kernel clear the
+        // parent-death signal, as it does on any change of credentials: ask for it again. A
+        // launcher that died in between is caught by `launcher_alive` just after.
+        ctx(
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),
+            || "asking again for SIGKILL on the launcher's death".into(),
+        )?;
     }
     if cfg.new_cgroup_namespace {
         let began = trace::start();
@@ -355,6 +383,64 @@ fn enter_namespaces(cfg: &ChildConfig) -> Step {
     ctx(nix::unistd::setsid().map(drop), || {
         "starting a new session".into()
     })
+}
+
+/// Whether the launcher is still there: the go pipe's write end, which only it holds, is open.
+fn launcher_alive(cfg: &ChildConfig) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // SAFETY: `go_fd` is the go pipe's read end, open for the child's whole life.
+    let fd = unsafe { BorrowedFd::borrow_raw(cfg.go_fd) };
+    let mut fds = [PollFd::new(fd, PollFlags::empty())];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => !fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)),
+        Err(_) => true,
+    }
+}
+
+/// Step 2b, after joining namespaces and before becoming the user namespace's root: opens what
+/// the set-up needs from the host while this process still has the launcher's host uid. The plan
+/// file lives in the host's run directory (opened now, read by the guest program after exec).
+/// When the launcher is root and the container has a user namespace, its root is an
+/// unprivileged host id that cannot walk root's 0700 directories (the image store, the run
+/// directory, a volume under /root): the overlay's parts and the bind mounts' sources are opened
+/// too, and used through their descriptors.
+fn hold_host_paths(cfg: &mut ChildConfig) -> Step {
+    if let ExecTarget::GuestInit { plan, .. } = &cfg.exec {
+        let fd = ctx(
+            nix::fcntl::open(plan, OFlag::O_RDONLY, nix::sys::stat::Mode::empty()),
+            || format!("opening the plan {}", plan.display()),
+        )?;
+        PLAN_FD.store(fd.into_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    }
+    if let RootSource::UserNamespaceOverlay(dirs) = &cfg.root {
+        if cfg.mount_namespace {
+            cfg.held.overlay = Some(crate::userns_overlay::hold(dirs, &cfg.rootfs)?);
+        }
+    }
+    if !cfg.user_namespace || cfg.rootless {
+        return Ok(());
+    }
+    for m in cfg
+        .mounts
+        .iter_mut()
+        .filter(|m| m.is_bind() && m.source.starts_with('/'))
+    {
+        let fd = nix::fcntl::open(
+            m.source.as_str(),
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|errno| StepError {
+            what: format!(
+                "bind mount source {} (for {}) is not there",
+                m.source, m.destination
+            ),
+            errno,
+        })?;
+        m.source = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        cfg.held.sources.push(fd);
+    }
+    Ok(())
 }
 
 /// Step 3: private mounts, hostname, network.
@@ -406,7 +492,16 @@ fn assemble_root(cfg: &mut ChildConfig, go: &Go) -> Result<Option<Pty>, StepErro
         ctx(nix::unistd::chdir("/"), || "changing into the new root".into())?;
         return Ok(None);
     }
-    rootfs::mount_root(&cfg.root, &cfg.rootfs)?;
+    match cfg.held.overlay.take() {
+        Some(overlay) => {
+            // From here on the root is reached through the overlay's own descriptor: the
+            // namespace's root cannot walk the host path to the mount point.
+            let root = crate::userns_overlay::mount(overlay)?;
+            cfg.rootfs = PathBuf::from(format!("/proc/self/fd/{}", root.as_raw_fd()));
+            cfg.held.root = Some(root);
+        }
+        None => rootfs::mount_root(&cfg.root, &cfg.rootfs)?,
+    }
     for m in &cfg.mounts {
         mounts::mount_one(&cfg.rootfs, m, cfg.user_namespace)?;
     }
@@ -418,14 +513,6 @@ fn assemble_root(cfg: &mut ChildConfig, go: &Go) -> Result<Option<Pty>, StepErro
     } else {
         None
     };
-    if let ExecTarget::GuestInit { plan, .. } = &cfg.exec {
-        // The plan file lives in the host's run directory: opened now, read after exec.
-        let fd = ctx(
-            nix::fcntl::open(plan, OFlag::O_RDONLY, nix::sys::stat::Mode::empty()),
-            || format!("opening the plan {}", plan.display()),
-        )?;
-        PLAN_FD.store(fd.into_raw_fd(), std::sync::atomic::Ordering::Relaxed);
-    }
     hooks::run(
         "createContainer",
         &cfg.create_container_hooks,

@@ -425,6 +425,7 @@ fn child_config(
         launcher_ends: Vec::new(),
         status_fd: -1,
         ready_fd: None,
+        held: Default::default(),
     })
 }
 

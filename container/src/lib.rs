@@ -10,6 +10,7 @@
 //! - [`exec`]: another process into a running container (its namespaces and cgroup);
 //! - the pieces each step uses: [`namespaces`], [`rootfs`], [`mounts`], [`devices`],
 //!   [`protect`], [`terminal`], [`caps`], [`identity`], [`rlimits`], [`seccomp`], [`hooks`],
+//!   [`userns_overlay`] (the root of a `--userns` container, mounted from descriptors),
 //!   [`cgroups`] (v1, v2 and hybrid, with the device allowlist) and [`net`] (the veth pair).
 //!
 //! Host state and its owners: the cgroup ([`cgroups::Cgroup`]), the veth pair
@@ -38,10 +39,11 @@ pub mod seccomp;
 pub mod secure_path;
 mod sys;
 pub mod terminal;
+pub mod userns_overlay;
 
 pub use child::Go;
 pub use error::ContainerError;
 pub use launch::{
     prepare, start_fifo, ContainerHooks, Detached, Entry, Exited, Launch, Prepared, Spawned, Start,
 };
-pub use rootfs::RootSource;
+pub use rootfs::{OverlayDirs, RootSource};

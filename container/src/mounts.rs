@@ -147,7 +147,7 @@ fn mount_bind(root: &Path, m: &MountPlan, o: &Options) -> Step {
         io_step(
             format!(
                 "bind mount source {} (for {}) is not there",
-                source.display(),
+                crate::sys::shown(source).display(),
                 m.destination
             ),
             &e,

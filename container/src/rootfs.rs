@@ -12,7 +12,7 @@
 //! moves the old root to `put_old`, which is detached at once, so the host's filesystem is not
 //! merely hidden but gone from the namespace.
 
-use crate::sys::{bind, ctx, detach, mount_fs, propagation, Step};
+use crate::sys::{bind, ctx, detach, mount_fs, propagation, shown, Step};
 use nix::mount::MsFlags;
 use sandbox_protocol::trace;
 use std::path::{Path, PathBuf};
@@ -22,8 +22,23 @@ use std::path::{Path, PathBuf};
 pub enum RootSource {
     /// An overlay: these `lowerdir=...,upperdir=...,workdir=...` options.
     Overlay(String),
+    /// An overlay of these directories mounted by the root of the container's user namespace,
+    /// an unprivileged host id that cannot reach them by path (`sandbox run --userns`): the
+    /// first process opens them before it becomes that root ([`crate::userns_overlay`]). The
+    /// layers' owners must be the namespace's ids, opaque directories marked
+    /// `user.overlay.opaque`.
+    UserNamespaceOverlay(OverlayDirs),
     /// An existing directory (an OCI bundle's `root.path`), bind-mounted onto itself.
     Directory(PathBuf),
+}
+
+/// The directories of an overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayDirs {
+    /// The lower layers, bottom first (as the image store lists them).
+    pub lower: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
 }
 
 /// The overlay mount options for `layers` (bottom first, as the image store lists them;
@@ -67,13 +82,19 @@ pub fn make_private() -> Step {
 
 /// Mounts the root on `target`: the overlay, or the directory bound onto itself (so it is a
 /// mount point `pivot_root` accepts). Device nodes on it cannot be opened (`nodev`), and an
-/// image's setuid files give no privilege (`nosuid`).
+/// image's setuid files give no privilege (`nosuid`). A [`RootSource::UserNamespaceOverlay`] is
+/// mounted from descriptors instead: see [`crate::userns_overlay::mount`].
 pub fn mount_root(source: &RootSource, target: &Path) -> Step {
     match source {
         RootSource::Overlay(options) => {
             mount_fs("overlay", "overlay", target, MsFlags::MS_NODEV, Some(options))
         }
         RootSource::Directory(dir) => bind(dir, target, true),
+        RootSource::UserNamespaceOverlay(_) => Err(crate::sys::StepError {
+            what: "mounting a user namespace's overlay by path (a bug: it is mounted from descriptors)"
+                .into(),
+            errno: nix::errno::Errno::EINVAL,
+        }),
     }
 }
 
@@ -82,16 +103,16 @@ pub fn mount_root(source: &RootSource, target: &Path) -> Step {
 /// new root (which may be read-only); [`detach_old_root`] then takes it off.
 pub fn pivot(new_root: &Path) -> Step {
     ctx(nix::unistd::chdir(new_root), || {
-        format!("changing into {}", new_root.display())
+        format!("changing into {}", shown(new_root).display())
     })?;
     let began = trace::start();
     ctx(nix::unistd::pivot_root(".", "."), || {
-        format!("pivot_root into {}", new_root.display())
+        format!("pivot_root into {}", shown(new_root).display())
     })?;
     trace::step("pivot_root", began, || {
         format!(
             "new root {}, old root stacked on it until detached",
-            new_root.display()
+            shown(new_root).display()
         )
     });
     Ok(())

@@ -96,7 +96,7 @@ pub fn bind(source: &Path, target: &Path, recursive: bool) -> Step {
         || {
             format!(
                 "bind-mounting {} on {}",
-                source.display(),
+                shown(source).display(),
                 shown(target).display()
             )
         },
@@ -104,7 +104,7 @@ pub fn bind(source: &Path, target: &Path, recursive: bool) -> Step {
     trace::step("mount", began, || {
         format!(
             "{} on {} flags {}",
-            source.display(),
+            shown(source).display(),
             shown(target).display(),
             flag_names(flags)
         )

@@ -13,7 +13,7 @@ use crate::state::{Liveness, Mode, SandboxDir, State, Status};
 use crate::timeline::Timeline;
 use sandbox_container::cgroups::{Cgroup, Placement};
 use sandbox_container::net::HostLink;
-use sandbox_container::{ContainerHooks, Launch, RootSource, Spawned, Start};
+use sandbox_container::{ContainerHooks, Launch, OverlayDirs, RootSource, Spawned, Start};
 use sandbox_protocol::trace;
 use sandbox_protocol::ReadyChannel;
 use sandbox_spec::{format_size, phase, NetMode, Outcome, ResourceFigures};
@@ -46,6 +46,14 @@ fn launch_for(request: &CreateRequest) -> Result<Launch, CoreError> {
     let a: &Assembled = request.assembled;
     let dir = request.dir_path();
     let (root, rootfs) = match &a.root {
+        RootKind::Layers(layers) if namespace_root(&a.plan).is_some() => (
+            RootSource::UserNamespaceOverlay(OverlayDirs {
+                lower: layers.clone(),
+                upper: dir.join("upper"),
+                work: dir.join("work"),
+            }),
+            dir.join("rootfs"),
+        ),
         RootKind::Layers(layers) => {
             let options =
                 sandbox_container::rootfs::overlay_options(layers, &dir.join("upper"), &dir.join("work"))
@@ -99,6 +107,29 @@ fn launch_for(request: &CreateRequest) -> Result<Launch, CoreError> {
             state: hook_state_template(a, request.id),
         },
     })
+}
+
+/// The host uid and gid of the container's root when a root launcher gives it a user namespace
+/// of its own (`sandbox run --userns`). That root is an unprivileged host id: the first process
+/// mounts the overlay from descriptors it opened before becoming it, and the overlay's upper and
+/// work dirs are made its own.
+fn namespace_root(plan: &sandbox_protocol::Plan) -> Option<(u32, u32)> {
+    use sandbox_protocol::isolation::{IdMapping, NamespaceKind};
+    if sandbox_container::namespaces::rootless() {
+        return None;
+    }
+    let iso = &plan.isolation;
+    let own = iso
+        .namespaces
+        .iter()
+        .any(|n| n.kind == NamespaceKind::User && n.path.is_none());
+    let root_of = |maps: &[IdMapping]| {
+        maps.iter()
+            .find(|m| m.container_id == 0 && m.size > 0)
+            .map(|m| m.host_id)
+    };
+    own.then(|| Some((root_of(&iso.uid_mappings)?, root_of(&iso.gid_mappings)?)))
+        .flatten()
 }
 
 /// The OCI state for hooks, with the status and pid left for the launcher to fill in.
@@ -158,7 +189,7 @@ impl Backend for ContainerBackend {
             .ok_or_else(|| CoreError::Internal("create before check".into()))?;
         let rootfs = match &a.root {
             RootKind::Layers(_) => {
-                dir.make_overlay_dirs()?;
+                dir.make_overlay_dirs(namespace_root(&a.plan))?;
                 dir.rootfs()
             }
             RootKind::Directory(path) => path.clone(),

@@ -78,6 +78,12 @@ pub enum CoreError {
          sandbox links with `sandbox gc`"
     )]
     NoFreeSubnet { block: String },
+    #[error(
+        "--userns needs root: as uid {uid} the container runs in a user namespace already, its \
+         root mapped to uid {uid}, and only root may map a range of other ids; drop --userns, or \
+         run `sandbox` as root"
+    )]
+    UsernsNeedsRoot { uid: u32 },
     #[error("{what} is not supported by {mode} mode: {remedy}")]
     Unsupported {
         what: String,

@@ -24,6 +24,7 @@ pub mod plan;
 pub mod state;
 pub mod terminal;
 pub mod timeline;
+pub mod userns;
 pub mod vm;
 
 pub use backend::{Backend, CreateRequest, Created, Holding, Stats};
@@ -35,10 +36,11 @@ use sandbox_image::ResolvedImage;
 use sandbox_spec::{NetMode, Outcome, SandboxSpec};
 
 /// What `sandbox run` checks of the host before it resolves the image: a non-root user needs
-/// user namespaces and gets neither cgroup limits nor `--net host`; VM mode needs a kernel, a
-/// KVM that can run it, and limits it can honour.
+/// user namespaces and gets neither cgroup limits nor `--net host` (nor `--userns`, see
+/// [`userns::check`]); VM mode needs a kernel, a KVM that can run it, and limits it can honour.
 pub fn check_host(mode: Mode, spec: &SandboxSpec, vm: &vm::VmOptions) -> Result<(), CoreError> {
     check_cpus(spec.resources.cpus, host_cpus())?;
+    userns::check(mode, spec)?;
     match mode {
         Mode::Container => {
             check_container_memory(spec.resources.memory_bytes)?;
@@ -139,6 +141,15 @@ pub fn run_spec(
     if spec.trace {
         trace::enable(started_ns);
     }
+    userns::check(mode, spec)?;
+    let shifted;
+    let image = match spec.userns {
+        Some(range) => {
+            shifted = userns::shift_image(image, range)?;
+            &shifted
+        }
+        None => image,
+    };
     let root = Root::run();
     let id = root.new_id();
     let assembled = plan::assemble(plan::Source::Spec { spec, image }, mode, &id)?;

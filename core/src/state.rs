@@ -170,12 +170,14 @@ impl SandboxDir {
     }
 
     /// Creates the overlay's directories. The upper dir's root is the container's `/`, so it has
-    /// the usual 0755 (the sandbox directory around it keeps host users out).
-    pub fn make_overlay_dirs(&self) -> Result<(), CoreError> {
-        for (p, mode) in [
-            (self.upper(), 0o755),
-            (self.work(), 0o700),
-            (self.rootfs(), 0o755),
+    /// the usual 0755 (the sandbox directory around it keeps host users out). With `owner` (the
+    /// host uid and gid of a `--userns` container's root, which mounts the overlay and writes
+    /// through it), the upper and work dirs are that owner's; the mount point stays root's.
+    pub fn make_overlay_dirs(&self, owner: Option<(u32, u32)>) -> Result<(), CoreError> {
+        for (p, mode, owned) in [
+            (self.upper(), 0o755, true),
+            (self.work(), 0o700, true),
+            (self.rootfs(), 0o755, false),
         ] {
             let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
             let made = fs::DirBuilder::new().mode(mode).create(&p);
@@ -185,6 +187,13 @@ impl SandboxDir {
                 path: p.clone(),
                 source,
             })?;
+            if let Some((uid, gid)) = owner.filter(|_| owned) {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(|source| CoreError::Io {
+                    what: "cannot hand over to the user namespace's root",
+                    path: p.clone(),
+                    source,
+                })?;
+            }
         }
         Ok(())
     }

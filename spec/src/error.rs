@@ -28,4 +28,14 @@ pub enum SpecError {
     Hostname { input: String, why: String },
     #[error("bad --workdir {input:?}: it must be an absolute path inside the sandbox, e.g. /tmp")]
     Workdir { input: String },
+    #[error(
+        "bad --userns {input:?}: {why}; give the host uid of the container's root, e.g. \
+         --userns=1000000, or --userns alone for the `sandbox` line of /etc/subuid (else 1000000)"
+    )]
+    Userns { input: String, why: String },
+    #[error(
+        "--userns: {file}: {why}; fix the line (`sandbox:START:65536`), or give the base with \
+         --userns=BASE"
+    )]
+    SubId { file: String, why: String },
 }

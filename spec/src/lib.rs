@@ -9,8 +9,10 @@ mod error;
 mod outcome;
 mod size;
 mod spec;
+pub mod userns;
 
 pub use error::SpecError;
 pub use outcome::{phase, Outcome, ResourceFigures, Timing};
 pub use size::{format_size, parse_size};
 pub use spec::{NetMode, Resources, SandboxSpec, Volume, DEFAULT_IMAGE};
+pub use userns::IdRange;

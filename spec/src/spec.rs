@@ -1,6 +1,6 @@
 //! [`SandboxSpec`]: the flags both modes share, each parsed and validated once.
 
-use crate::SpecError;
+use crate::{IdRange, SpecError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
@@ -159,6 +159,10 @@ pub struct SandboxSpec {
     /// `-i`: the command's stdin is the launcher's (else `/dev/null`).
     #[serde(default)]
     pub interactive: bool,
+    /// `--userns[=BASE]` (container mode, root launcher): a user namespace mapping the
+    /// container's ids 0..65536 onto these host ids, so its root is no host root.
+    #[serde(default)]
+    pub userns: Option<IdRange>,
 }
 
 impl Default for SandboxSpec {
@@ -177,6 +181,7 @@ impl Default for SandboxSpec {
             trace: false,
             tty: false,
             interactive: false,
+            userns: None,
         }
     }
 }

@@ -41,7 +41,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Show one image as JSON: manifest digest, layers (digests, sizes, where unpacked), config.
     Inspect(InspectArgs),
-    /// Remove an image; blobs and unpacked layers that no other image uses are deleted too.
+    /// Remove an image; blobs and unpacked layers that no other image uses are deleted too,
+    /// with their copies made for `sandbox run --userns`.
     #[command(visible_alias = "remove")]
     Rm(RmArgs),
 }
@@ -92,7 +93,10 @@ command, working directory, user), as in Docker or OCI. Images live in an OCI im
 $SANDBOX_HOME/images (default ~/.local/share/sandbox/images); each layer is unpacked once under \
 $SANDBOX_HOME/layers/ and shared by every sandbox made from it. When a sandbox starts, the current \
 sandbox-guest program is added on top of the image at /usr/bin/sandbox-guest, so it is on PATH in \
-every image without re-importing anything. The store is private to the user who owns it: its \
+every image without re-importing anything. For `sandbox run --userns` each layer is also copied \
+once per host id range with its owners shifted into the range, under $SANDBOX_HOME/layers/userns/, \
+and reused; the copies go with their layer when no image uses it any more (`sandbox image rm`). \
+The store is private to the user who owns it: its \
 directories are mode 0700 (layers hold the images' setuid programs and device nodes), and a store \
 owned by another user is refused.
 

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use sandbox_image::Store;
-use sandbox_spec::{parse_size, NetMode, Resources, SandboxSpec, Volume, DEFAULT_IMAGE};
+use sandbox_spec::{parse_size, IdRange, NetMode, Resources, SandboxSpec, Volume, DEFAULT_IMAGE};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -15,6 +15,7 @@ Examples:
   sandbox run --mode container --net host -- ip route          eth0 on a private /30; the host is the gateway
   sandbox run --mode container --volume /srv/data:/data:ro --workdir /data -- ls
   sandbox run --mode container --timings -- sandbox-guest ready
+  sandbox run --userns -- id                               root inside, host uid 1000000 outside
   sandbox run -it -- sh                                     an interactive shell (exit or Ctrl-D ends it)
   echo hi | sandbox run -i -- cat                           stdin reaches the command only with -i
   sandbox run --mode vm                                    `info` inside a microVM
@@ -85,6 +86,21 @@ pub struct Args {
     /// this terminal goes into raw mode until the command ends.
     #[arg(long, short = 'i')]
     interactive: bool,
+    /// Container mode, as root: a user namespace of its own, its root (and ids up to 65535)
+    /// mapped onto unprivileged host ids from BASE, so what escapes the container is no host
+    /// root. Without =BASE: the `sandbox` line of /etc/subuid and /etc/subgid, else 1000000.
+    /// The image's layers are copied once per range with their owners shifted, kept under
+    /// $SANDBOX_HOME/layers/userns/ for later runs, and removed with the image (`sandbox image
+    /// rm`). Volumes keep their host owners: files of ids outside the range are nobody's inside.
+    #[arg(
+        long,
+        value_name = "BASE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "auto",
+        value_parser = IdRange::parse
+    )]
+    userns: Option<IdRange>,
     /// Print the time of each phase (µs since the launcher started) to stderr.
     #[arg(long)]
     timings: bool,
@@ -142,6 +158,7 @@ fn spec_from(args: Args, mode: Mode) -> anyhow::Result<SandboxSpec> {
         trace: args.trace,
         tty: args.tty,
         interactive: args.interactive,
+        userns: args.userns,
     };
     spec.validate()?;
     spec.volumes.extend(files);

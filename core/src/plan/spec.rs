@@ -10,7 +10,8 @@ use crate::state::Mode;
 use sandbox_container::protect::{MASKED_PATHS, READONLY_PATHS};
 use sandbox_image::ResolvedImage;
 use sandbox_protocol::isolation::{
-    CpuLimits, Isolation, MemoryLimits, MountPlan, Namespace, NamespaceKind, ProcessPlan, ResourcePlan,
+    CpuLimits, IdMapping, Isolation, MemoryLimits, MountPlan, Namespace, NamespaceKind, ProcessPlan,
+    ResourcePlan,
 };
 use sandbox_protocol::{Mode as GuestMode, Plan, VolumePlan};
 use sandbox_spec::{Resources, SandboxSpec};
@@ -156,17 +157,31 @@ pub(crate) fn resources(r: &Resources) -> ResourcePlan {
 }
 
 /// Docker's defaults: new PID, mount, UTS, IPC, network and cgroup namespaces (and a user
-/// namespace for a non-root launcher), the OCI default mounts plus tmpfs on /tmp and /run (the
-/// guest program expects both and could not mount them itself), the volumes as bind mounts
-/// without device nodes, runc's masked and read-only paths, and the default seccomp allowlist.
+/// namespace for a non-root launcher, or with `--userns`: its ids 0..65536 mapped onto the
+/// range asked for), the OCI default mounts plus tmpfs on /tmp and /run (the guest program
+/// expects both and could not mount them itself), the volumes as bind mounts without device
+/// nodes, runc's masked and read-only paths, and the default seccomp allowlist.
 fn container_isolation(spec: &SandboxSpec, rootless: bool) -> Isolation {
     let mut namespaces: Vec<Namespace> = Vec::new();
-    if rootless {
+    if rootless || spec.userns.is_some() {
         namespaces.push(Namespace {
             kind: NamespaceKind::User,
             path: None,
         });
     }
+    // A rootless launcher's namespace gets the one mapping it may write (its own ids, chosen by
+    // the launcher); `--userns` the range asked for.
+    let mapping = |host_id: u32, size: u32| {
+        vec![IdMapping {
+            container_id: 0,
+            host_id,
+            size,
+        }]
+    };
+    let (uid_mappings, gid_mappings) = match spec.userns.filter(|_| !rootless) {
+        Some(range) => (mapping(range.uid, range.count), mapping(range.gid, range.count)),
+        None => (Vec::new(), Vec::new()),
+    };
     for kind in [
         NamespaceKind::Pid,
         NamespaceKind::Mount,
@@ -221,6 +236,8 @@ fn container_isolation(spec: &SandboxSpec, rootless: bool) -> Isolation {
     }
     Isolation {
         namespaces,
+        uid_mappings,
+        gid_mappings,
         mounts,
         masked_paths: MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
         readonly_paths: READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
@@ -273,5 +290,36 @@ mod tests {
         assert!(volume.is_bind() && volume.options.contains(&"nodev".to_string()));
         assert!(volume.options.contains(&"ro".to_string()));
         assert!(container_isolation(&spec, true).namespaces[0].kind == NamespaceKind::User);
+        assert!(iso.uid_mappings.is_empty() && iso.gid_mappings.is_empty());
+    }
+
+    #[test]
+    fn userns_maps_the_container_ids_onto_the_range() {
+        let spec = SandboxSpec {
+            userns: Some(sandbox_spec::IdRange {
+                uid: 1_000_000,
+                gid: 2_000_000,
+                count: 65536,
+            }),
+            ..SandboxSpec::default()
+        };
+        let iso = container_isolation(&spec, false);
+        let kinds: Vec<_> = iso.namespaces.iter().map(|n| n.kind.proc_name()).collect();
+        assert_eq!(kinds, ["user", "pid", "mnt", "uts", "ipc", "net", "cgroup"]);
+        let one = |host_id| {
+            vec![IdMapping {
+                container_id: 0,
+                host_id,
+                size: 65536,
+            }]
+        };
+        assert_eq!(iso.uid_mappings, one(1_000_000));
+        assert_eq!(iso.gid_mappings, one(2_000_000));
+        let devpts = iso.mounts.iter().find(|m| m.destination == "/dev/pts").unwrap();
+        assert!(
+            devpts.options.contains(&"gid=5".to_string()),
+            "group tty (5) is mapped: {:?}",
+            devpts.options
+        );
     }
 }

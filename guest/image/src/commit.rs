@@ -135,6 +135,38 @@ fn collect_garbage(layout: &Layout) -> Result<(), ImageError> {
     // Best effort: what killed imports left behind (owner gone) goes too.
     let _ = crate::stale::remove_stale_staging(layout);
     prune_guest_layers(layout);
+    remove_orphan_shifted(layout, &diff_ids)
+}
+
+/// Removes the shifted copies (`layers/userns/<range>/<hex>`, see `shift`) whose layer is gone
+/// — neither an unpacked layer an image still uses nor a guest layer still kept — with the
+/// temporaries of killed copies, and a range left empty. Call after the layers were collected.
+fn remove_orphan_shifted(layout: &Layout, diff_ids: &HashSet<String>) -> Result<(), ImageError> {
+    for range in layout.userns_ranges() {
+        for entry in fs::read_dir(&range).map_err(ImageError::io_at("cannot read", &range))? {
+            let entry = entry.map_err(ImageError::io_at("cannot read", &range))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let kept = !name.starts_with('.')
+                && (diff_ids.contains(&name) || layout.guest_layers.join(&name).is_dir());
+            if kept {
+                continue;
+            }
+            let path = entry.path();
+            // Renamed first, so no one ever sees a half-removed copy under its real name.
+            let victim = if name.starts_with(".tmp-") {
+                path
+            } else {
+                let doomed = range.join(format!(".tmp-gc-{name}"));
+                fs::rename(&path, &doomed)
+                    .map_err(ImageError::io_at("cannot remove unused shifted layer", &path))?;
+                doomed
+            };
+            crate::unpack::remove_any(&victim)
+                .map_err(ImageError::io_at("cannot remove unused shifted layer", &victim))?;
+        }
+        // Only an empty range directory goes; one holding copies stays.
+        let _ = fs::remove_dir(&range);
+    }
     Ok(())
 }
 

@@ -87,6 +87,20 @@ pub enum ImageError {
     )]
     ForeignStore { path: PathBuf, owner: u32, euid: u32 },
 
+    /// A layer file owned by an id the user namespace of `--userns` does not map.
+    #[error(
+        "{what}: {entry} is owned by {kind} {id}, outside the ids 0-{} a --userns container maps: \
+         run this image without --userns",
+        count.saturating_sub(1)
+    )]
+    OutsideUserns {
+        what: String,
+        entry: String,
+        kind: &'static str,
+        id: u32,
+        count: u32,
+    },
+
     /// The store's own metadata (index.json, a manifest or config) cannot be parsed.
     #[error("{what} cannot be parsed: {reason}; if the store is damaged, remove the image with `sandbox image rm` and import it again")]
     Metadata { what: String, reason: String },

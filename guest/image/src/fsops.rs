@@ -71,22 +71,64 @@ pub(crate) fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()>
     }
 }
 
-/// Reads an extended attribute of `path` itself; `None` when it is not set.
+/// Reads an extended attribute of `path` itself (however long); `None` when it is not set.
 pub(crate) fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     let c = cpath(path)?;
     let n = cstr(name)?;
     let mut buf = vec![0u8; 256];
-    // SAFETY: `c` and `n` are valid C strings; `buf` is a live buffer whose length is passed.
-    let rc = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if rc >= 0 {
-        buf.truncate(rc as usize);
-        return Ok(Some(buf));
+    loop {
+        // SAFETY: `c` and `n` are valid C strings; `buf` is a live buffer whose length is passed.
+        let rc = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if rc >= 0 {
+            buf.truncate(rc as usize);
+            return Ok(Some(buf));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
+            Some(libc::ERANGE) => {
+                // SAFETY: as above; a null buffer of length 0 asks only for the value's size.
+                let size = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+                if size < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                buf.resize(size as usize + 1, 0);
+            }
+            _ => return Err(err),
+        }
     }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
-        _ => Err(err),
+}
+
+/// The names of every extended attribute of `path` itself (not a symlink's target).
+pub(crate) fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
+    let c = cpath(path)?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: `c` is a valid C string; `buf` is a live buffer whose length is passed.
+        let rc = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if rc >= 0 {
+            buf.truncate(rc as usize);
+            break;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            Some(libc::ERANGE) => {
+                // SAFETY: as above; a null buffer of length 0 asks only for the list's size.
+                let size = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+                if size < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                buf.resize(size as usize + 1, 0);
+            }
+            _ => return Err(err),
+        }
     }
+    Ok(buf
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect())
 }
 
 /// Whether `path` is an overlayfs whiteout: a character device with device number 0/0.

@@ -3,6 +3,8 @@
 //!   manifest per image, named by the `org.opencontainers.image.ref.name` annotation;
 //! - `images/.lock`: the store-wide lock (exclusive for changes, shared while unpacking);
 //! - `layers/sha256/<diff_id hex>/`: unpacked layers, `layers/guest/<hex>/`: guest layers;
+//! - `layers/userns/<uid>-<gid>/<hex>/`: copies of either with their owners shifted for a user
+//!   namespace whose root is host uid `uid` (`sandbox run --userns`, see `shift`);
 //! - `tmp/`: staging for imports.
 //!
 //! The root and every directory here are mode 0700 and must belong to the user running: the
@@ -30,6 +32,8 @@ pub(crate) struct Layout {
     pub blobs: PathBuf,
     pub layers: PathBuf,
     pub guest_layers: PathBuf,
+    /// Shifted copies of layers, one directory per id range (made when first needed).
+    pub userns: PathBuf,
     pub tmp: PathBuf,
     /// Store directories that were open to group or others when the store was opened, and
     /// were made 0700.
@@ -52,6 +56,7 @@ impl Layout {
             blobs: images.join("blobs/sha256"),
             layers: home.join("layers/sha256"),
             guest_layers: home.join("layers/guest"),
+            userns: home.join("layers/userns"),
             tmp: home.join("tmp"),
             images,
             tightened: Vec::new(),
@@ -85,6 +90,24 @@ impl Layout {
             &self.guest_layers,
             &self.tmp,
         ]
+    }
+
+    /// Where the layers shifted for host ids `uid`/`gid` are kept.
+    pub(crate) fn userns_range(&self, uid: u32, gid: u32) -> PathBuf {
+        self.userns.join(format!("{uid}-{gid}"))
+    }
+
+    /// Every id range directory under `layers/userns/` (none when it does not exist).
+    pub(crate) fn userns_ranges(&self) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(&self.userns) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect()
     }
 
     pub(crate) fn index_path(&self) -> PathBuf {

@@ -7,6 +7,8 @@
 //!   lowerdirs: whiteouts are already in overlayfs form), bottom first, with the guest layer —
 //!   the current static `sandbox-guest` at `/usr/bin/sandbox-guest` — on top, and the image's
 //!   run configuration. [`ResolvedImage::flatten_into`] merges them into one tree for a disk.
+//! - [`Store::shifted`] gives copies of those layers with their owners moved into a user
+//!   namespace's host id range (`sandbox run --userns`), made once and kept beside them.
 //! - [`DEFAULT_IMAGE`] is built on first use from the host's busybox-static.
 //!
 //! The store is private to its owner: its root and directories are mode 0700, and a root
@@ -28,6 +30,7 @@ mod name;
 mod owner;
 mod private;
 mod regular;
+mod shift;
 mod stale;
 mod store;
 mod tarstream;
@@ -39,7 +42,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub use error::ImageError;
-pub use store::{human, Store};
+pub use shift::IdShift;
+pub use store::{human, ShiftReport, Store};
 
 /// The image used when none is named; built from busybox-static on first use.
 pub const DEFAULT_IMAGE: &str = "default";

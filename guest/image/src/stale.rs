@@ -1,6 +1,6 @@
 //! Removing what killed imports and unpacks left behind: staging directories under `tmp/` whose
 //! owner process is gone, and temporary files and directories (`.tmp-*`) beside the unpacked
-//! layers when no one holds the store lock.
+//! layers and their shifted copies when no one holds the store lock.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,8 @@ pub(crate) fn remove_stale(layout: &Layout) -> Result<Vec<PathBuf>, ImageError> 
     let mut removed = remove_stale_staging(layout)?;
     if let Some(_lock) = layout.try_lock(LockKind::Exclusive)? {
         // Unpacks hold the shared lock: with the exclusive one, none is in progress.
-        for dir in [&layout.layers, &layout.guest_layers] {
+        let ranges = layout.userns_ranges();
+        for dir in [&layout.layers, &layout.guest_layers].into_iter().chain(&ranges) {
             removed.extend(remove_temporaries(dir)?);
         }
     }

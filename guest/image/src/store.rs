@@ -9,6 +9,7 @@ use crate::digest::parse_sha256;
 use crate::error::ImageError;
 use crate::fsops::LockKind;
 use crate::layout::Layout;
+use crate::shift::{shifted_layer, IdShift};
 use crate::unpack::unpack_layer;
 use crate::{
     default_image, guest, import, stale, ImageDetails, ImageInfo, ImportOptions, LayerDetails, ResolvedImage,
@@ -221,6 +222,76 @@ impl Store {
         })
     }
 
+    /// `resolved` (an image of this store) with each layer, the guest layer included, replaced
+    /// by its copy for a user namespace that maps ids `0..shift.count` onto host ids from
+    /// `shift.uid` and `shift.gid` (`sandbox run --userns`): owners moved into that range, and
+    /// opaque directories marked as an overlay mounted inside the namespace reads them
+    /// (`user.overlay.opaque`, mount option `userxattr`). Each copy is made once per layer and
+    /// range under `layers/userns/<uid>-<gid>/` and kept; the store's garbage collection removes
+    /// it with its layer (`sandbox image rm`).
+    pub fn shifted(
+        &self,
+        resolved: &ResolvedImage,
+        shift: IdShift,
+    ) -> Result<(ResolvedImage, ShiftReport), ImageError> {
+        // Shared: no garbage collection while copies are found or made.
+        let _lock = self.layout.lock(LockKind::Shared)?;
+        let dir = self.layout.userns_range(shift.uid, shift.gid);
+        crate::private::ensure_private(&[&self.layout.userns, &dir])?;
+        let mut report = ShiftReport {
+            dir: dir.clone(),
+            ..ShiftReport::default()
+        };
+        let mut layers = Vec::new();
+        for (i, layer) in resolved.layers.iter().enumerate() {
+            let name = self.own_layer_name(layer)?;
+            let what = format!("layer {} ({name}) of image {:?}", i + 1, resolved.name);
+            let (copy, made) = shifted_layer(layer, &name, &dir, shift, &what)?;
+            match made {
+                Some(copied) => {
+                    report.made += 1;
+                    report.entries += copied.entries;
+                    report.bytes += copied.bytes;
+                }
+                None => report.reused += 1,
+            }
+            layers.push(copy);
+        }
+        Ok((
+            ResolvedImage {
+                layers,
+                ..resolved.clone()
+            },
+            report,
+        ))
+    }
+
+    /// The name of `layer`, which must be an unpacked or guest layer of this store (a copy is
+    /// keyed by that name, the digest of the layer's content).
+    fn own_layer_name(&self, layer: &Path) -> Result<String, ImageError> {
+        let same = |a: &Path, b: &Path| {
+            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+        };
+        let parent = layer.parent().unwrap_or(Path::new(""));
+        let name = layer.file_name().map(|n| n.to_string_lossy().into_owned());
+        match name {
+            Some(name)
+                if !name.starts_with('.')
+                    && (same(parent, &self.layout.layers) || same(parent, &self.layout.guest_layers)) =>
+            {
+                Ok(name)
+            }
+            _ => Err(ImageError::Unsupported {
+                what: format!(
+                    "shifting the layer {} for a user namespace: it is not a layer of the image store {}",
+                    layer.display(),
+                    self.layout.home.display()
+                ),
+                remedy: "import the image with `sandbox image import` and run it by name".into(),
+            }),
+        }
+    }
+
     fn info(&self, name: &str) -> Result<ImageInfo, ImageError> {
         Ok(self.load(name)?.info())
     }
@@ -277,6 +348,19 @@ impl Loaded {
             created: self.config.created().clone(),
         }
     }
+}
+
+/// What [`Store::shifted`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShiftReport {
+    /// Where the copies for this id range are.
+    pub dir: PathBuf,
+    /// Layers copied now, and layers whose copy was already there.
+    pub made: usize,
+    pub reused: usize,
+    /// What the copies made now hold: entries (files, directories, links, nodes) and bytes.
+    pub entries: u64,
+    pub bytes: u64,
 }
 
 /// A byte count for people: `12.3 MiB`.

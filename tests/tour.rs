@@ -76,7 +76,10 @@ fn assert_covered(name: &str, page: &str, sections: u32) {
             "section {claim} of {name} has no ```sh command block"
         );
     }
-    assert!(!page.contains("OUTPUT-"), "{name} still has an output placeholder");
+    assert!(
+        !page.contains("OUTPUT-"),
+        "{name} still has an output placeholder"
+    );
     let outputs = page.matches("```text").count();
     assert!(
         outputs >= blocks.len(),

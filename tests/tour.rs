@@ -2,7 +2,7 @@
 //! `bash -eo pipefail`, `sandbox` first on `PATH` and a private `$SANDBOX_HOME`, and must end
 //! with status 0 — or with N when its first line is `# exit: N`. VM blocks go through `sandbox
 //! lab` as the pages write them. The tour must cover claims 1 to 10 and the security page its
-//! ten sections, each with a command and a shown output.
+//! eleven sections, each with a command and a shown output.
 //!
 //! Needs root, busybox-static, a built workspace (`cargo build --workspace`), and for the lab
 //! blocks qemu-system-x86 and the guest kernel (`sandbox kernel build`); a missing piece fails
@@ -95,7 +95,7 @@ fn the_tour_covers_every_claim_with_a_command_and_its_output() {
 
 #[test]
 fn the_security_page_shows_every_claim_with_a_probe_and_its_output() {
-    assert_covered("docs/security.md", SECURITY, 10);
+    assert_covered("docs/security.md", SECURITY, 11);
 }
 
 #[test]

@@ -151,7 +151,16 @@ pub fn run_spec(
         None => image,
     };
     let root = Root::run();
-    let id = root.new_id();
+    let id = match &spec.name {
+        Some(name) => {
+            id::check(name)?;
+            if root.path().join(name).exists() {
+                return Err(CoreError::Exists { id: name.clone() });
+            }
+            name.clone()
+        }
+        None => root.new_id(),
+    };
     let assembled = plan::assemble(plan::Source::Spec { spec, image }, mode, &id)?;
     match mode {
         Mode::Container => {

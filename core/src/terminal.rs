@@ -106,6 +106,64 @@ impl Session {
     }
 }
 
+/// A console socket (`--console-socket` of the OCI runtime) of this process's own: a unix socket
+/// in a private temporary directory on which the container's first process (or an exec'd one)
+/// sends its terminal's master end, for this process to relay (`sandbox exec -t`).
+pub struct ConsoleSocket {
+    dir: tempfile::TempDir,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl ConsoleSocket {
+    pub fn new() -> std::io::Result<ConsoleSocket> {
+        let dir = tempfile::Builder::new().prefix("sandbox-console-").tempdir()?;
+        let listener = std::os::unix::net::UnixListener::bind(dir.path().join("console.sock"))?;
+        Ok(ConsoleSocket { dir, listener })
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("console.sock")
+    }
+
+    /// Takes the master end (the sender has connected and sent it by now: call after the
+    /// process was created) and starts relaying this terminal to it; raw with `keep_stdin`.
+    pub fn attach(self, keep_stdin: bool) -> Result<Session, crate::CoreError> {
+        let sys = |what: &'static str, errno: Errno| crate::CoreError::Terminal { what, errno };
+        let io = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        let (stream, _) = self
+            .listener
+            .accept()
+            .map_err(|e| sys("accepting on the console socket", io(e)))?;
+        let master = sandbox_container::terminal::receive_master(&OwnedFd::from(stream))
+            .map_err(|e| sys("receiving the terminal's master end", e))?;
+        if let Some(size) = host_size() {
+            set_size(master.as_raw_fd(), size);
+        }
+        let output = master
+            .try_clone()
+            .map_err(|e| sys("duplicating the pty master", io(e)))?;
+        let resizer = master
+            .try_clone()
+            .map_err(|e| sys("duplicating the pty master", io(e)))?;
+        let raw = if keep_stdin {
+            RawMode::enter().map_err(|e| sys("putting the terminal in raw mode", e))?
+        } else {
+            None
+        };
+        let relay = relay(Ends {
+            sandbox_in: master,
+            sandbox_out: Some(output),
+            stdin: keep_stdin,
+            resize: Box::new(move |size| set_size(resizer.as_raw_fd(), size)),
+        })
+        .map_err(|e| sys("starting the terminal relay", e))?;
+        Ok(Session {
+            relay: Some(relay),
+            raw,
+        })
+    }
+}
+
 /// The write end of the pipe SIGWINCH's handler pokes (-1: none).
 static WINCH_PIPE: AtomicI32 = AtomicI32::new(-1);
 

@@ -159,6 +159,9 @@ pub struct SandboxSpec {
     /// `-i`: the command's stdin is the launcher's (else `/dev/null`).
     #[serde(default)]
     pub interactive: bool,
+    /// `--name`: the sandbox's id (for `sandbox exec`, `sandbox ps`), instead of a random one.
+    #[serde(default)]
+    pub name: Option<String>,
     /// `--userns[=BASE]` (container mode, root launcher): a user namespace mapping the
     /// container's ids 0..65536 onto these host ids, so its root is no host root.
     #[serde(default)]
@@ -181,6 +184,7 @@ impl Default for SandboxSpec {
             trace: false,
             tty: false,
             interactive: false,
+            name: None,
             userns: None,
         }
     }

@@ -8,6 +8,7 @@ mod gc;
 mod image;
 mod kernel;
 mod lab;
+mod ps;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,8 @@ pub enum Command {
     /// Run `sandbox ARGS` inside the lab: an L1 Linux under QEMU TCG with a real (nested) KVM,
     /// for hosts whose own KVM is PVM or absent.
     Lab(lab::Args),
+    /// List running sandboxes: id, mode, image, status, uptime, host memory, command.
+    Ps(ps::Args),
     /// Run a command in a container or a microVM: `sandbox run --mode container -- CMD ARGS`.
     Run(run::Args),
 }
@@ -60,6 +63,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Image(cmd) => image::run(cmd),
         Command::Kernel(cmd) => kernel::run(cmd),
         Command::Lab(args) => lab::run(args),
+        Command::Ps(args) => ps::run(args),
         Command::Run(args) => run::run(args),
     }
 }

@@ -78,6 +78,10 @@ pub struct Args {
     /// Run the command as UID[:GID].
     #[arg(long, value_parser = SandboxSpec::parse_user, value_name = "UID[:GID]")]
     user: Option<(u32, u32)>,
+    /// The sandbox's id, for `sandbox exec` and `sandbox ps` (1-64 of A-Z a-z 0-9 _ . -);
+    /// default: a random one, shown by `sandbox ps`.
+    #[arg(long, value_name = "ID")]
+    name: Option<String>,
     /// Give the command a terminal of its own (its controlling terminal, window size followed);
     /// this terminal is relayed to it. With -i, an interactive session: `sandbox run -it -- sh`.
     #[arg(long, short = 't')]
@@ -159,6 +163,7 @@ fn spec_from(args: Args, mode: Mode) -> anyhow::Result<SandboxSpec> {
         tty: args.tty,
         interactive: args.interactive,
         userns: args.userns,
+        name: args.name,
     };
     spec.validate()?;
     spec.volumes.extend(files);

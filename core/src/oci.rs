@@ -37,15 +37,32 @@ fn backend(mode: Mode) -> Result<Box<dyn Backend>, CoreError> {
     }
 }
 
+/// The bundle annotation that picks the mode (`vm` or `container`), over the runtime's default.
+pub const MODE_ANNOTATION: &str = "org.sandbox.mode";
+
+/// The mode a bundle runs in: its [`MODE_ANNOTATION`], else `default` (the name the runtime was
+/// invoked by: `sandbox-runtime-vm` runs VMs).
+pub fn mode_for(bundle: &Bundle, default: Mode) -> Result<Mode, CoreError> {
+    match bundle.annotations().get(MODE_ANNOTATION).map(String::as_str) {
+        None => Ok(default),
+        Some("vm") => Ok(Mode::Vm),
+        Some("container") => Ok(Mode::Container),
+        Some(other) => Err(CoreError::Bundle(format!(
+            "annotation {MODE_ANNOTATION}={other:?} names no mode: use \"vm\" or \"container\""
+        ))),
+    }
+}
+
 /// The file name a plan is kept under in an OCI container's directory (for `exec`).
 pub const PLAN_FILE: &str = "plan.json";
 
-/// `create`: the container `id` from the bundle at `bundle`, under `root`.
+/// `create`: the container `id` from the bundle at `bundle`, under `root`, in the bundle's mode
+/// ([`mode_for`]; `default` without the annotation).
 pub fn create(
     root: &Root,
     id: &str,
     bundle: &Path,
-    mode: Mode,
+    default: Mode,
     opts: &CreateOptions,
 ) -> Result<State, CoreError> {
     crate::id::check(id)?;
@@ -53,6 +70,7 @@ pub fn create(
         return Err(CoreError::Exists { id: id.to_string() });
     }
     let bundle = Bundle::open(bundle)?;
+    let mode = mode_for(&bundle, default)?;
     let assembled = plan::assemble(plan::Source::Bundle(&bundle), mode, id)?;
     let mut backend = backend(mode)?;
     let request = CreateRequest {

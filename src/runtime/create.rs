@@ -3,7 +3,7 @@
 //! --console-socket), and becomes the caller's child once this command exits.
 
 use sandbox_core::oci::CreateOptions;
-use sandbox_core::{Mode, Root};
+use sandbox_core::Root;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +57,6 @@ pub fn run(root: &Root, args: Args) -> anyhow::Result<i32> {
         pid_file: absolute(args.pid_file)?,
         preserve_fds: args.preserve_fds,
     };
-    sandbox_core::oci::create(root, &args.id, &bundle, Mode::Container, &opts)?;
+    sandbox_core::oci::create(root, &args.id, &bundle, crate::invoked_mode(), &opts)?;
     Ok(0)
 }

@@ -108,6 +108,19 @@ pub enum Command {
     Spec(spec::Args),
 }
 
+/// The name that runs VM mode (a link to this binary, made by `scripts/setup`).
+pub const VM_NAME: &str = "sandbox-runtime-vm";
+
+/// The mode a bundle without the `org.sandbox.mode` annotation runs in: VM mode when this
+/// binary was invoked as [`VM_NAME`], else container mode.
+pub fn invoked_mode() -> sandbox_core::Mode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    match std::path::Path::new(&argv0).file_name() {
+        Some(name) if name == VM_NAME => sandbox_core::Mode::Vm,
+        _ => sandbox_core::Mode::Container,
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let mut logger = log::Logger::new(cli.log.clone(), cli.log_format == "json", cli.debug);

@@ -2,7 +2,7 @@
 //! (128 + N for a signal), deleting the container afterwards; `--detach` returns once it runs.
 
 use sandbox_core::oci::CreateOptions;
-use sandbox_core::{Mode, Root};
+use sandbox_core::Root;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -36,7 +36,7 @@ pub fn run(root: &Root, args: Args) -> anyhow::Result<i32> {
         pid_file: crate::create::absolute(args.pid_file)?,
         preserve_fds: args.preserve_fds,
     };
-    let state = sandbox_core::oci::create(root, &args.id, &bundle, Mode::Container, &opts)?;
+    let state = sandbox_core::oci::create(root, &args.id, &bundle, crate::invoked_mode(), &opts)?;
     let pid = nix::unistd::Pid::from_raw(state.pid);
     // Signals to this command go on to the container's process while it runs.
     let forwarder = sandbox_container::process::SignalForwarder::install(pid)?;

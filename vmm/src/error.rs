@@ -59,6 +59,8 @@ pub enum VmmError {
     TapPermission { name: String },
     #[error("tap device {name}: {detail}")]
     Tap { name: String, detail: String },
+    #[error("vsock {path}: {detail}")]
+    Vsock { path: PathBuf, detail: String },
     #[error("the plan block could not be made: {0}")]
     PlanBlock(#[source] std::io::Error),
     #[error("VMM set-up failed at {what}: {source}")]

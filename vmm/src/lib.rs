@@ -4,8 +4,9 @@
 //!
 //! [`run`] boots a guest kernel with its root disk (`/dev/vda`), the Plan as a read-only block
 //! device (`/dev/vdb`, named by `sandbox.plan=`), volume disks after it, an optional virtio-net on
-//! a tap, a serial console, and the boot/exit port; it returns when the guest ends, with the
-//! workload's status, phase timings and the VMM's own memory use.
+//! a tap, an optional virtio-vsock whose host end is a unix socket (see
+//! [`devices::virtio::vsock`]), a serial console, and the boot/exit port; it returns when the
+//! guest ends, with the workload's status, phase timings and the VMM's own memory use.
 
 pub mod boot;
 pub mod bus;
@@ -61,6 +62,18 @@ pub struct NetConfig {
     pub guest_mac: [u8; 6],
 }
 
+/// The virtio-vsock device: the guest gets CID `guest_cid`; host programs reach its listeners
+/// through the unix socket `uds_path` (`CONNECT <port>\n`, answered `OK <host port>\n`), and
+/// the guest's connections to host port `P` go to the unix socket `<uds_path>_P`. See
+/// [`devices::virtio::vsock`]. The VMM creates `uds_path` (it must not exist) and removes it
+/// when the VM ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    pub uds_path: PathBuf,
+    /// 3 or more (0-2 are reserved); every VM can have 3, CIDs are per VM here.
+    pub guest_cid: u64,
+}
+
 /// Where the guest console goes. A writer thread of its own writes to it, so a sink that stalls
 /// (a pipe nobody reads) costs console output, never the guest's progress or the VMM's end: see
 /// [`console_writer`].
@@ -104,6 +117,8 @@ pub struct VmConfig {
     /// A tap the caller already created and configured for `net` (its address claimed, the link
     /// up); `None` makes the VMM create `net.tap_name` and give it `net.host_address` itself.
     pub tap: Option<tap::Tap>,
+    /// A virtio-vsock device (after the net device), `None` for none.
+    pub vsock: Option<VsockConfig>,
     pub serial: SerialSink,
     /// Feed the VMM's stdin to the guest console.
     pub serial_input: bool,
@@ -131,6 +146,7 @@ impl VmConfig {
             disks: Vec::new(),
             net: None,
             tap: None,
+            vsock: None,
             serial: SerialSink::Stdout,
             serial_input: false,
             console_raw: false,
@@ -153,7 +169,10 @@ impl VmConfig {
 
     /// How many virtio devices the VM gets.
     pub fn device_count(&self) -> usize {
-        1 + usize::from(self.plan.is_some()) + self.disks.len() + usize::from(self.net.is_some())
+        1 + usize::from(self.plan.is_some())
+            + self.disks.len()
+            + usize::from(self.net.is_some())
+            + usize::from(self.vsock.is_some())
     }
 }
 
@@ -331,6 +350,17 @@ pub fn validate(config: &VmConfig, kernel: &KernelInfo, limits: &HostLimits) -> 
             max: layout::MAX_VIRTIO_DEVICES,
         });
     }
+    if let Some(v) = &config.vsock {
+        if !(3..u64::from(u32::MAX)).contains(&v.guest_cid) {
+            return Err(VmmError::Vsock {
+                path: v.uds_path.clone(),
+                detail: format!(
+                    "guest CID {} is reserved: use 3 or more (below 2^32 - 1)",
+                    v.guest_cid
+                ),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -419,6 +449,23 @@ mod tests {
             validate(&c, &KERNEL, &HOST),
             Err(VmmError::TooManyDevices { .. })
         ));
+    }
+
+    #[test]
+    fn vsock_counts_as_a_device_and_reserved_cids_are_refused() {
+        let mut c = config();
+        let before = c.device_count();
+        c.vsock = Some(VsockConfig {
+            uds_path: PathBuf::from("/run/v.sock"),
+            guest_cid: 3,
+        });
+        assert_eq!(c.device_count(), before + 1);
+        validate(&c, &KERNEL, &HOST).unwrap();
+        for bad in [0, 1, 2, u64::from(u32::MAX), u64::MAX] {
+            c.vsock.as_mut().unwrap().guest_cid = bad;
+            let err = validate(&c, &KERNEL, &HOST).unwrap_err();
+            assert!(err.to_string().contains("reserved"), "{err}");
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::devices::serial::{SerialDevice, SerialOut, Tail};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::net::Net;
+use crate::devices::virtio::vsock::{UdsCleanup, Vsock};
 use crate::devices::virtio::VirtioDevice;
 use crate::error::VmmError;
 use crate::event_loop::{DeviceThread, Subscriber, VirtioSubscriber};
@@ -68,6 +69,9 @@ pub struct Machine {
     kernel_entry_us: Arc<Mutex<Option<u64>>>,
     vm_built_us: u64,
     boot_protocol: &'static str,
+    /// Removes the vsock unix socket when the VM ends (dropped at the end of `run`, or with the
+    /// machine when it never runs), even if a vCPU thread left behind keeps the device alive.
+    vsock_uds: Option<UdsCleanup>,
 }
 
 /// Devices being put together, before the buses are frozen.
@@ -85,6 +89,7 @@ impl Builder<'_> {
         let kind = match device.device_type() {
             1 => "virtio-net",
             2 => "virtio-blk",
+            19 => "virtio-vsock",
             _ => "virtio",
         };
         let index = self.slots.len();
@@ -243,7 +248,7 @@ impl Machine {
             )
         });
 
-        // Virtio devices, in the order the guest names them: root, plan, volumes, net.
+        // Virtio devices, in the order the guest names them: root, plan, volumes, net, vsock.
         let mut b = Builder {
             vm: &vm_fd,
             mem: &mem,
@@ -276,6 +281,20 @@ impl Machine {
                 }
             };
             b.add_virtio(Net::new(tap.into_file(), net.guest_mac))?;
+        }
+        let mut vsock_uds = None;
+        if let Some(v) = &config.vsock {
+            let mut vsock = Vsock::new(v.guest_cid, &v.uds_path)?;
+            vsock_uds = vsock.take_cleanup();
+            b.add_virtio(vsock)?;
+            trace::note("device", || {
+                format!(
+                    "vsock guest cid {}, host socket {} (guest connections to port P: {}_P)",
+                    v.guest_cid,
+                    v.uds_path.display(),
+                    v.uds_path.display()
+                )
+            });
         }
         let Builder {
             mmio,
@@ -382,6 +401,7 @@ impl Machine {
             kernel_entry_us: Arc::new(Mutex::new(None)),
             vm_built_us: clock.now_us(),
             boot_protocol: boot_protocol(&entry, kernel.format),
+            vsock_uds,
         })
     }
 
@@ -449,6 +469,8 @@ impl Machine {
         self.wait(&sigfd, &threads);
         Self::stop_vcpus(threads);
         let device_result = devices.stop();
+        // No host program can reach the guest any more.
+        drop(self.vsock_uds.take());
         let ended_us = self.clock.now_us();
         let console = self.finish_console();
         // A device-thread failure during the run already stopped the VM as a VcpuFailure (its

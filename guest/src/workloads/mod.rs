@@ -11,6 +11,7 @@ pub mod net;
 pub mod probe;
 pub mod ready;
 pub mod syscall;
+pub mod vsock_echo;
 
 use args::Flags;
 
@@ -70,6 +71,11 @@ pub const WORKLOADS: &[(&str, &str, &str)] = &[
         "getpid and 64-byte write rates (default 1 s)",
     ),
     (
+        "vsock-echo",
+        "--port P [--count N] | --connect-host P",
+        "echo AF_VSOCK streams: serve N on port P, or connect to the host's port P",
+    ),
+    (
         "probe",
         "NAME [args]",
         "try one escape from inside and report whether it was allowed (probes below)",
@@ -126,6 +132,9 @@ pub fn main(args: &[String]) -> i32 {
         }
         "net" => Flags::parse(name, rest, &["addr", "seconds"]).and_then(|f| net::client(&f)),
         "syscall" => Flags::parse(name, rest, &["seconds"]).and_then(|f| syscall::run(&f)),
+        "vsock-echo" => {
+            Flags::parse(name, rest, &["port", "count", "connect-host"]).and_then(|f| vsock_echo::run(&f))
+        }
         "probe" => probe::run(rest),
         other => Err(WorkloadError::Usage(format!("unknown workload {other:?}"))),
     };

@@ -1,9 +1,10 @@
-//! Virtio devices behind the virtio-mmio transport: the device model trait, and the block and net
-//! devices. Queue work runs on the device thread (woken by ioeventfds), never on vCPU exits.
+//! Virtio devices behind the virtio-mmio transport: the device model trait, and the block, net
+//! and vsock devices. Queue work runs on the device thread (woken by ioeventfds), never on vCPU exits.
 
 pub mod block;
 pub mod mmio;
 pub mod net;
+pub mod vsock;
 
 use std::os::fd::RawFd;
 
@@ -16,7 +17,7 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_
 /// A virtio device model: its identity, features, config space, and what it does when a queue is
 /// notified (or its backend fd is ready).
 pub trait VirtioDevice: Send {
-    /// The virtio device ID (1 = net, 2 = block).
+    /// The virtio device ID (1 = net, 2 = block, 19 = vsock).
     fn device_type(&self) -> u32;
     /// Each queue's maximum size, which also says how many queues there are.
     fn queue_max_sizes(&self) -> &[u16];

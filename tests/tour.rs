@@ -135,13 +135,18 @@ fn run_page(name: &str, page: &str) {
     let mut failures = Vec::new();
     for (i, block) in blocks(page).iter().enumerate() {
         let t = Instant::now();
+        // A block's `2>/dev/null` (hiding a trace from the reader) goes to a file instead, so a
+        // failure shows why; stdout, which the page prints, is unchanged.
+        let hidden = work.path().join(format!("block-{i}.stderr"));
+        let script = block.script.replace("2>/dev/null", "2>>\"$SANDBOX_TOUR_HIDDEN\"");
         let mut cmd = Command::new("bash");
         if block.expected_status == 0 {
             cmd.arg("-e");
         }
         let out = cmd
-            .args(["-o", "pipefail", "-c", &block.script])
+            .args(["-o", "pipefail", "-c", &script])
             .current_dir(work.path())
+            .env("SANDBOX_TOUR_HIDDEN", &hidden)
             .env("PATH", &path)
             .env("SANDBOX_HOME", home.path())
             .stdin(std::process::Stdio::null())
@@ -154,13 +159,17 @@ fn run_page(name: &str, page: &str) {
             t.elapsed().as_secs_f64()
         );
         if status != block.expected_status {
+            let hidden_text = std::fs::read_to_string(&hidden).unwrap_or_default();
+            let hidden_tail: Vec<&str> = hidden_text.lines().rev().take(60).collect();
+            let hidden_tail: Vec<&str> = hidden_tail.into_iter().rev().collect();
             failures.push(format!(
-                "{name} block {i} (section {}) ended with {status}, the page says {}:\n{}--- stdout\n{}--- stderr\n{}",
+                "{name} block {i} (section {}) ended with {status}, the page says {}:\n{}--- stdout\n{}--- stderr\n{}--- stderr the page hides (last 60 lines)\n{}",
                 block.claim,
                 block.expected_status,
                 block.script,
                 String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&out.stderr),
+                hidden_tail.join("\n")
             ));
         }
     }

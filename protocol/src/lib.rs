@@ -6,6 +6,8 @@
 //! - [`plan`]: the host↔guest contract: the [`Plan`] (the sandbox's whole description, and the
 //!   guest program's whole input), the ready channel, and the boot/exit device; [`isolation`]:
 //!   the Plan's process, isolation and resource parts, in the OCI runtime spec's shape;
+//! - [`agent`]: the guest agent's protocol (frames and requests over vsock), which a VM's init
+//!   serves and the host's client speaks;
 //! - [`paths`]: where sandbox keeps its state and caches on the host, and where it finds the
 //!   guest program;
 //! - [`trace`]: the `trace +µs step: values (duration)` lines both modes print, and the clock
@@ -16,6 +18,7 @@
 //!
 //! It depends on nothing of the project, so the VMM can use it without pulling in the launcher.
 
+pub mod agent;
 pub mod ifconfig;
 pub mod isolation;
 pub mod mountinfo;

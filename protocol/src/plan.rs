@@ -183,6 +183,22 @@ pub struct Plan {
     /// container's launcher hands its workload the right stdin itself.)
     #[serde(default)]
     pub stdin: bool,
+    /// When init starts the workload: at boot, or (a VM's guest agent) on the host's `run`
+    /// request ([`crate::agent`]).
+    #[serde(default)]
+    pub start: StartMode,
+}
+
+/// When init starts the workload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartMode {
+    /// As soon as the sandbox is set up (mounts, network, hostname).
+    #[default]
+    Boot,
+    /// After set-up, init waits for the guest agent's `run` request (the OCI runtime's `start`
+    /// after its `create`); only a VM with a vsock device has the agent.
+    OnRequest,
 }
 
 impl Plan {
@@ -202,6 +218,7 @@ impl Plan {
             isolation: Isolation::default(),
             resources: ResourcePlan::default(),
             stdin: false,
+            start: StartMode::Boot,
         }
     }
 
@@ -289,6 +306,19 @@ mod tests {
             decode_plan_block(&block[..12 + json_len - 1]),
             Err(PlanError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn start_mode_defaults_to_boot_and_reads_on_request() {
+        let plan = Plan::new(Mode::Vm, vec!["true".into()]);
+        let mut json: serde_json::Value = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["start"], "boot");
+        json.as_object_mut().unwrap().remove("start");
+        let old: Plan = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(old.start, StartMode::Boot, "a plan without the field still reads");
+        json["start"] = "on_request".into();
+        let later: Plan = serde_json::from_value(json).unwrap();
+        assert_eq!(later.start, StartMode::OnRequest);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! boots in `wait`, which returns when the guest ends. `delete` removes the disks (or keeps the
 //! root disk with `--keep-disk`) and the directory.
 
+pub mod agent;
 pub mod bundle_disk;
 pub mod check;
 pub mod disks;

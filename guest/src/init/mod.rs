@@ -4,9 +4,14 @@
 //! reaping orphans, and ends with the workload's status — a container by exiting, a VM through
 //! the boot/exit device and a reboot.
 //!
+//! In a VM with a vsock device init also runs the guest [`agent`] (exec, signal, stats, ps for
+//! the host), and a plan started `on_request` waits for the agent's `run` to start the
+//! workload. Without one (and always in a container) there is no agent.
+//!
 //! Init never panics out and never hangs a VM: any failure before the workload runs is one line
 //! on stderr and status 1, reported like a workload's status.
 
+pub mod agent;
 pub mod console;
 pub mod exec;
 pub mod mounts;
@@ -15,9 +20,10 @@ pub mod plan;
 pub mod power;
 pub mod reaper;
 
-use sandbox_protocol::{exit_device::Event, ifconfig, Mode, Plan, PLAN_ENV};
+use sandbox_protocol::{exit_device::Event, ifconfig, Mode, Plan, StartMode, PLAN_ENV};
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 /// Why init could not run the workload.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +42,17 @@ pub enum InitError {
     Signals(nix::errno::Errno),
     #[error(transparent)]
     Spawn(#[from] exec::SpawnError),
+    #[error(
+        "the plan starts the workload on request (start: on_request), which takes the guest agent, \
+         and the agent needs a vsock device: this sandbox has none (a container, or a VM without \
+         one); give the VM a vsock device, or use start: boot"
+    )]
+    NoAgent,
 }
+
+/// How long init waits, once the workload has ended, for the guest agent's sessions to
+/// finish (their last output and status sent, the host closing) before the VM goes down.
+const SESSIONS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How this init ends, known as soon as it knows it is in a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,11 +141,35 @@ fn run(ending: &Cell<Ending>) -> Result<i32, InitError> {
             errno,
         })?;
     }
-    let prepared = exec::prepare(&plan)?;
+    let prepared = Arc::new(exec::prepare(&plan)?);
+    // Before any thread exists: every thread inherits the mask, so the waited-for signals stay
+    // pending for the main thread.
     reaper::block_signals().map_err(InitError::Signals)?;
-    let child = exec::spawn(&prepared)?;
-    let status = reaper::wait_for(child);
-    reaper::kill_remaining();
+    let on_request = plan.start == StartMode::OnRequest;
+    let agent = if vm {
+        let run = on_request.then(|| prepared.clone());
+        agent::start(&plan, run, Arc::new(reaper::Children::for_init()))
+    } else {
+        None
+    };
+    let Some(agent) = agent else {
+        if on_request {
+            return Err(InitError::NoAgent);
+        }
+        let child = exec::spawn(&prepared)?;
+        let status = reaper::wait_for(child);
+        reaper::kill_remaining();
+        return Ok(status);
+    };
+    if !on_request {
+        agent
+            .children()
+            .spawn_workload(false, || exec::spawn(&prepared))?;
+    }
+    let status = reaper::wait_for_workload(agent.children());
+    reaper::kill_remaining_into(agent.children());
+    // The host hears every session's end (a run's status above all) before the VM goes.
+    agent.wait_sessions(SESSIONS_GRACE);
     Ok(status)
 }
 

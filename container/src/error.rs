@@ -34,6 +34,9 @@ pub enum ContainerError {
     },
     #[error("setting up the container failed: {0}")]
     Child(String),
+    /// An exec'd process could not be started: `exit` is 127 (not found) or 126.
+    #[error("{message}")]
+    ExecFailed { message: String, exit: i32 },
 }
 
 impl ContainerError {
@@ -45,8 +48,12 @@ impl ContainerError {
         }
     }
 
-    /// The exit status the CLI should use for this error (125, like `docker run`).
+    /// The exit status the CLI should use for this error: an exec'd program's 127 or 126 (as a
+    /// shell's), else 125 (like `docker run`).
     pub fn exit_status(&self) -> i32 {
-        125
+        match self {
+            ContainerError::ExecFailed { exit, .. } => *exit,
+            _ => 125,
+        }
     }
 }

@@ -160,10 +160,23 @@ pub fn spawn(plan: &Plan, target: &ExecTarget) -> Result<Pid, ContainerError> {
     let mut prepared = prepare(plan, target)?;
     let (go_read, go_write) = crate::process::pipe()?;
     let (status_read, status_write) = crate::process::pipe()?;
-    if let Some(ns) = &prepared.pid_ns {
-        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWPID)
-            .map_err(|e| ContainerError::sys("joining the container's pid namespace", e))?;
-    }
+    // Joining a PID namespace only changes where this process's children go; it is undone
+    // after the fork, since the kernel refuses new threads (a terminal relay, `sandbox exec`'s
+    // signal forwarding) to a process whose children's namespace is not its own.
+    let own_pid_ns = match &prepared.pid_ns {
+        Some(ns) => {
+            let own = std::fs::File::open("/proc/self/ns/pid").map_err(|e| {
+                ContainerError::sys(
+                    "opening /proc/self/ns/pid",
+                    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                )
+            })?;
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(|e| ContainerError::sys("joining the container's pid namespace", e))?;
+            Some(own)
+        }
+        None => None,
+    };
     // SAFETY: the caller is single-threaded (see above); the child only makes system calls on
     // memory prepared before the fork and ends in execve or _exit.
     match unsafe { nix::unistd::fork() }.map_err(|e| ContainerError::sys("forking the exec process", e))? {
@@ -182,6 +195,10 @@ pub fn spawn(plan: &Plan, target: &ExecTarget) -> Result<Pid, ContainerError> {
         ForkResult::Parent { child } => {
             drop(go_read);
             drop(status_write);
+            if let Some(own) = own_pid_ns {
+                nix::sched::setns(own, nix::sched::CloneFlags::CLONE_NEWPID)
+                    .map_err(|e| ContainerError::sys("returning to this process's pid namespace", e))?;
+            }
             let mut guard = crate::process::ChildProcess::new(child);
             for dir in &target.cgroup_dirs {
                 let procs = dir.join("cgroup.procs");
@@ -194,8 +211,10 @@ pub fn spawn(plan: &Plan, target: &ExecTarget) -> Result<Pid, ContainerError> {
             let mut message = String::new();
             let _ = std::fs::File::from(status_read).read_to_string(&mut message);
             if !message.is_empty() {
-                guard.kill();
-                return Err(ContainerError::Child(message));
+                // The child exits with 127 (not found) or 126 (not executable) after the
+                // message: that status is the exec's, as a shell's would be.
+                let exit = guard.wait().unwrap_or(sandbox_protocol::EXIT_NOT_EXECUTABLE);
+                return Err(ContainerError::ExecFailed { message, exit });
             }
             Ok(guard.release())
         }

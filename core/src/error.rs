@@ -103,6 +103,10 @@ pub enum CoreError {
         what: &'static str,
         errno: nix::errno::Errno,
     },
+    /// The guest agent of a VM could not be reached or failed (`sandbox exec`, the OCI runtime's
+    /// VM mode).
+    #[error(transparent)]
+    Agent(#[from] crate::vm::agent::AgentError),
     #[error("internal error (a bug in sandbox): {0}")]
     Internal(String),
 }
@@ -116,6 +120,7 @@ impl CoreError {
             CoreError::CommandIsDirectory { .. } => sandbox_protocol::EXIT_NOT_EXECUTABLE,
             CoreError::Container(e) => e.exit_status(),
             CoreError::Vm(e) => e.exit_status(),
+            CoreError::Agent(e) => e.exit_status().unwrap_or(125),
             _ => 125,
         }
     }

@@ -301,6 +301,22 @@ pub fn update(
         .map_err(|e| CoreError::Container(sandbox_container::ContainerError::Cgroup(e.to_string())))
 }
 
+/// Whether a process can be started in `found` now: it must be created or running.
+pub fn can_exec(found: &Found) -> Result<(), CoreError> {
+    match found.status {
+        Status::Running | Status::Created => Ok(()),
+        Status::Paused => Err(wrong(found, "cannot exec in a paused sandbox: resume it first")),
+        Status::Creating => Err(wrong(
+            found,
+            "cannot exec in a sandbox still being set up: try again once it runs",
+        )),
+        Status::Stopped => Err(wrong(
+            found,
+            "cannot exec in a stopped sandbox: its workload has ended; start a new one",
+        )),
+    }
+}
+
 /// `exec`: the process `request` describes in running container `id`; returns its pid once it
 /// executes. The process is this command's child.
 pub fn exec(
@@ -311,16 +327,7 @@ pub fn exec(
     preserve_fds: u32,
 ) -> Result<i32, CoreError> {
     let found = find(root, id)?;
-    match found.status {
-        Status::Running | Status::Created => {}
-        Status::Paused => {
-            return Err(wrong(
-                &found,
-                "cannot exec in a paused container: resume it first",
-            ))
-        }
-        _ => return Err(wrong(&found, "cannot exec in a stopped container")),
-    }
+    can_exec(&found)?;
     if found.state.mode != Mode::Container {
         return Err(backend(found.state.mode)
             .err()

@@ -3,6 +3,7 @@
 mod bench;
 mod disk;
 mod doctor;
+mod exec;
 mod explain;
 mod gc;
 mod image;
@@ -29,6 +30,9 @@ pub enum Command {
     Bench(bench::Args),
     /// Check this host: KVM kind (hardware or PVM), cgroups, namespaces, overlayfs, tun, tools.
     Doctor(doctor::Args),
+    /// Run another command in a running sandbox: `sandbox exec ID -- CMD` (a container's
+    /// namespaces, or a VM's guest agent over vsock).
+    Exec(exec::Args),
     /// Run the default workload with --trace in a VM, a container, or both, and explain what each
     /// set up and what the host sees.
     Explain(explain::Args),
@@ -58,6 +62,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(args) => bench::run(args),
         Command::Disk(cmd) => disk::run(cmd),
         Command::Doctor(args) => doctor::run(args),
+        Command::Exec(args) => exec::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Gc(args) => gc::run(args),
         Command::Image(cmd) => image::run(cmd),

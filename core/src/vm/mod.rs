@@ -12,6 +12,7 @@ pub mod agent;
 pub mod bundle_disk;
 pub mod check;
 pub mod disks;
+pub mod exec;
 
 use crate::backend::{Backend, CreateRequest, Created, Holding};
 use crate::error::CoreError;
@@ -24,7 +25,7 @@ use sandbox_spec::{phase, NetMode, Outcome, ResourceFigures, Timing};
 use sandbox_vmm::console_filter::ConsoleFilter;
 use sandbox_vmm::stop_signals::StopSignals;
 use sandbox_vmm::tap::Tap;
-use sandbox_vmm::{kvm_kind, DiskConfig, NetConfig, SerialSink, VmConfig};
+use sandbox_vmm::{kvm_kind, DiskConfig, NetConfig, SerialSink, VmConfig, VsockConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -34,6 +35,8 @@ pub use check::{check, resolve_kernel, Checked};
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
 /// The prefix of a VM's tap name (`sbxt<id>`; container veths are `sbx<id>`).
 pub const TAP_PREFIX: &str = "sbxt";
+/// The guest's vsock CID (each VM has its own device and socket, so every guest can be 3).
+pub const GUEST_CID: u64 = 3;
 /// The exit status for a VM that could not be started (like `docker run`, and container mode).
 pub const LAUNCH_FAILURE_STATUS: i32 = 125;
 
@@ -387,6 +390,11 @@ impl Backend for VmBackend {
             guest.net = Some(net_plan);
         }
         config.plan = Some(guest);
+        // The guest agent's channel (`sandbox exec`, the OCI runtime's start, kill and stats).
+        config.vsock = Some(VsockConfig {
+            uds_path: dir.path().join(agent::VSOCK_SOCKET_NAME),
+            guest_cid: GUEST_CID,
+        });
         self.interrupted()?;
         self.prepared = Some(Prepared {
             config: Some(config),

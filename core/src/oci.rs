@@ -26,14 +26,10 @@ pub struct CreateOptions {
 }
 
 /// The backend that runs `mode`.
-fn backend(mode: Mode) -> Result<Box<dyn Backend>, CoreError> {
+fn backend(mode: Mode, root: &Root) -> Result<Box<dyn Backend>, CoreError> {
     match mode {
         Mode::Container => Ok(Box::new(ContainerBackend::new())),
-        Mode::Vm => Err(CoreError::Unsupported {
-            what: "an OCI container in VM mode".into(),
-            mode,
-            remedy: "run it in container mode".into(),
-        }),
+        Mode::Vm => Ok(Box::new(crate::vm::oci::OciVm::new(root.path()))),
     }
 }
 
@@ -72,7 +68,7 @@ pub fn create(
     let bundle = Bundle::open(bundle)?;
     let mode = mode_for(&bundle, default)?;
     let assembled = plan::assemble(plan::Source::Bundle(&bundle), mode, id)?;
-    let mut backend = backend(mode)?;
+    let mut backend = backend(mode, root)?;
     let request = CreateRequest {
         assembled: &assembled,
         root,
@@ -186,7 +182,7 @@ pub fn start(root: &Root, id: &str) -> Result<(), CoreError> {
         );
         return Err(CoreError::Container(sandbox_container::ContainerError::Hook(e)));
     }
-    let mut backend = backend(state.mode)?;
+    let mut backend = backend(state.mode, root)?;
     backend.start(&found.dir, state)?;
     found.state.started = true;
     found.dir.save(&found.state)?;
@@ -206,7 +202,7 @@ pub fn start(root: &Root, id: &str) -> Result<(), CoreError> {
 /// cgroup). A stopped container refuses, except with `all` (what is left is signalled).
 pub fn kill(root: &Root, id: &str, signal: i32, all: bool) -> Result<(), CoreError> {
     let found = find(root, id)?;
-    let backend = backend(found.state.mode)?;
+    let backend = backend(found.state.mode, root)?;
     if found.status == Status::Stopped {
         if all {
             return backend.kill(&found.state, signal, true);
@@ -226,7 +222,7 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<(), CoreError> {
         }
         Err(e) => return Err(e),
     };
-    let mut backend = backend(found.state.mode)?;
+    let mut backend = backend(found.state.mode, root)?;
     if found.status != Status::Stopped {
         if !force {
             return Err(wrong(
@@ -254,7 +250,7 @@ pub fn pause(root: &Root, id: &str) -> Result<(), CoreError> {
     if !matches!(found.status, Status::Running | Status::Created) {
         return Err(wrong(&found, "only a running container can be paused"));
     }
-    backend(found.state.mode)?.pause(&found.state)
+    backend(found.state.mode, root)?.pause(&found.state)
 }
 
 /// `resume`.
@@ -263,7 +259,7 @@ pub fn resume(root: &Root, id: &str) -> Result<(), CoreError> {
     if found.status != Status::Paused {
         return Err(wrong(&found, "only a paused container can be resumed"));
     }
-    backend(found.state.mode)?.resume(&found.state)
+    backend(found.state.mode, root)?.resume(&found.state)
 }
 
 /// The figures of a running container.
@@ -272,13 +268,13 @@ pub fn stats(root: &Root, id: &str) -> Result<Stats, CoreError> {
     if found.status == Status::Stopped {
         return Err(wrong(&found, "a stopped container has no figures"));
     }
-    backend(found.state.mode)?.stats(&found.state)
+    backend(found.state.mode, root)?.stats(&found.state)
 }
 
 /// The container's processes (host pids).
 pub fn pids(root: &Root, id: &str) -> Result<Vec<i32>, CoreError> {
     let found = find(root, id)?;
-    backend(found.state.mode)?.pids(&found.state)
+    backend(found.state.mode, root)?.pids(&found.state)
 }
 
 /// Whether the first process of `state` has ended (gone or a zombie).
@@ -328,11 +324,6 @@ pub fn exec(
 ) -> Result<i32, CoreError> {
     let found = find(root, id)?;
     can_exec(&found)?;
-    if found.state.mode != Mode::Container {
-        return Err(backend(found.state.mode)
-            .err()
-            .unwrap_or(CoreError::Internal("no backend".into())));
-    }
     let plan_path = found.dir.path().join(PLAN_FILE);
     let text = std::fs::read_to_string(&plan_path).map_err(|source| CoreError::Io {
         what: "cannot read the container's plan",
@@ -344,6 +335,17 @@ pub fn exec(
         why: e.to_string(),
     })?;
     let plan = plan::exec_plan(&container, request)?;
+    if found.state.mode == Mode::Vm {
+        let request = crate::vm::exec::Request {
+            argv: plan.command.clone(),
+            env: plan.env.clone(),
+            cwd: plan.workdir.clone(),
+            user: plan.user,
+            terminal: plan.process.terminal,
+            stdin: true,
+        };
+        return crate::vm::oci::spawn_exec(found.dir.path(), request, console_socket.as_deref());
+    }
     let target = sandbox_container::exec::ExecTarget {
         pid: nix::unistd::Pid::from_raw(found.state.pid),
         cgroup_dirs: found.state.cgroup_dirs.clone(),

@@ -112,11 +112,14 @@ fn inner_vm_setup() {
     let device = std::env::var("SBX_VOLUME_DEVICE").unwrap();
     let target = PathBuf::from(std::env::var("SBX_VOLUME_TARGET").unwrap());
 
-    mounts::setup_vm(&[VolumePlan {
-        source: device,
-        target: target.to_str().unwrap().into(),
-        read_only: true,
-    }])
+    mounts::setup_vm(
+        &[VolumePlan {
+            source: device,
+            target: target.to_str().unwrap().into(),
+            read_only: true,
+        }],
+        None,
+    )
     .unwrap();
     for (path, fstype) in [
         ("/proc", "proc"),
@@ -140,7 +143,7 @@ fn inner_vm_setup() {
     let err = std::fs::write(target.join("new"), "x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     // Running it again (init restarted in the same namespace) mounts nothing twice.
-    mounts::setup_vm(&[]).unwrap();
+    mounts::setup_vm(&[], None).unwrap();
     let tmp_mounts = mountinfo().unwrap().iter().filter(|m| m.target == "/tmp").count();
     assert_eq!(tmp_mounts, 1);
 

@@ -228,6 +228,8 @@ impl Tree {
                             .arg("-o")
                             .arg(&stripped)
                             .arg(p)
+                            // A program that is not an ELF file (a script) goes in as it is.
+                            .stderr(std::process::Stdio::null())
                             .status()
                             .is_ok_and(|s| s.success())
                     });

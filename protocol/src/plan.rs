@@ -187,6 +187,24 @@ pub struct Plan {
     /// request ([`crate::agent`]).
     #[serde(default)]
     pub start: StartMode,
+    /// VM mode for an OCI bundle: the bundle's root filesystem as a disk, which init mounts at
+    /// [`WORKLOAD_ROOT_MOUNT`] and makes the root of the workload and of every process the
+    /// agent starts; the VM's own root (with the guest program) stays init's. `None`: the
+    /// workload runs in the VM's root.
+    #[serde(default)]
+    pub workload_root: Option<WorkloadRoot>,
+}
+
+/// Where init mounts a [`WorkloadRoot`].
+pub const WORKLOAD_ROOT_MOUNT: &str = "/run/sandbox-root";
+
+/// A workload's own root filesystem, on a disk of the VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadRoot {
+    /// The block device (`/dev/vdc`).
+    pub device: String,
+    /// Mounted read-only (the bundle's `root.readonly`).
+    pub read_only: bool,
 }
 
 /// When init starts the workload.
@@ -219,6 +237,7 @@ impl Plan {
             resources: ResourcePlan::default(),
             stdin: false,
             start: StartMode::Boot,
+            workload_root: None,
         }
     }
 

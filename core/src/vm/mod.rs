@@ -13,6 +13,7 @@ pub mod bundle_disk;
 pub mod check;
 pub mod disks;
 pub mod exec;
+pub mod oci;
 
 use crate::backend::{Backend, CreateRequest, Created, Holding};
 use crate::error::CoreError;

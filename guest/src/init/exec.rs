@@ -78,6 +78,10 @@ pub struct Prepared {
     workdir: Option<CString>,
     user: Option<(u32, u32)>,
     ready_fd: Option<i32>,
+    /// The root the process sees (`chroot`): a VM's workload root, for every process.
+    root: Option<CString>,
+    /// `setrlimit` calls: (resource, soft, hard), the workload's.
+    rlimits: Vec<(i32, u64, u64)>,
     terminal: Option<Terminal>,
     /// Stdin becomes `/dev/null` (a VM's workload without `-i` or `-t`).
     null_stdin: bool,
@@ -114,6 +118,40 @@ fn cstring(what: &'static str, value: &str) -> Result<CString, SpawnError> {
     })
 }
 
+/// The workload root every process from now on is started in ([`Prepared`]).
+static WORKLOAD_ROOT: std::sync::OnceLock<CString> = std::sync::OnceLock::new();
+
+/// Makes `path` the root of the workload and of every process the agent starts (once, by init,
+/// after mounting it).
+pub fn set_workload_root(path: &str) {
+    if let Ok(c) = CString::new(path) {
+        let _ = WORKLOAD_ROOT.set(c);
+    }
+}
+
+/// The `RLIMIT_*` resource an OCI name stands for.
+fn rlimit_resource(name: &str) -> Option<i32> {
+    Some(match name {
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        _ => return None,
+    } as i32)
+}
+
 /// Converts the plan's command, environment and working directory for exec.
 pub fn prepare(plan: &Plan) -> Result<Prepared, SpawnError> {
     let mut prepared = prepare_command(
@@ -124,6 +162,13 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, SpawnError> {
     )?;
     prepared.terminal = plan.process.terminal.then(|| terminal_for(plan)).transpose()?;
     prepared.null_stdin = plan.mode == sandbox_protocol::Mode::Vm && !plan.process.terminal && !plan.stdin;
+    // Names the host did not check (the host refuses unknown ones) are skipped.
+    prepared.rlimits = plan
+        .process
+        .rlimits
+        .iter()
+        .filter_map(|r| Some((rlimit_resource(&r.kind)?, r.soft, r.hard)))
+        .collect();
     prepared.ready_fd = match plan.ready {
         ReadyChannel::Fd(fd) => Some(fd),
         _ => None,
@@ -164,6 +209,8 @@ pub fn prepare_command(
         terminal: None,
         null_stdin: false,
         ready_fd: None,
+        root: WORKLOAD_ROOT.get().cloned(),
+        rlimits: Vec::new(),
         program,
     })
 }
@@ -442,6 +489,25 @@ impl Child {
             if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
                 let e = Errno::last();
                 self.fail(1, format_args!("ready channel fd:{fd} is not open in init: {e}"));
+            }
+        }
+        for &(resource, soft, hard) in &p.rlimits {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: setrlimit reads one rlimit, which `limit` is.
+            if unsafe { libc::setrlimit(resource as _, &limit) } < 0 {
+                let e = Errno::last();
+                self.fail(
+                    1,
+                    format_args!("cannot set resource limit {resource} to {soft}/{hard}: {e}"),
+                );
+            }
+        }
+        if let Some(root) = &p.root {
+            if let Err(e) = nix::unistd::chroot(root.as_c_str()).and_then(|()| nix::unistd::chdir(c"/")) {
+                self.fail(1, format_args!("cannot enter the workload's root {root:?}: {e}"));
             }
         }
         if let Some((uid, gid)) = p.user {

@@ -114,7 +114,10 @@ fn run(ending: &Cell<Ending>) -> Result<i32, InitError> {
         report_started();
     }
     if vm {
-        mounts::setup_vm(&plan.volumes)?;
+        mounts::setup_vm(&plan.volumes, plan.workload_root.as_ref())?;
+        if plan.workload_root.is_some() {
+            exec::set_workload_root(sandbox_protocol::WORKLOAD_ROOT_MOUNT);
+        }
         mounts::ensure_console_fds();
         if !plan.process.terminal {
             console::no_echo();

@@ -4,7 +4,7 @@
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 use sandbox_protocol::mountinfo;
-use sandbox_protocol::VolumePlan;
+use sandbox_protocol::{VolumePlan, WorkloadRoot, WORKLOAD_ROOT_MOUNT};
 use std::io;
 use std::path::Path;
 
@@ -162,14 +162,55 @@ pub fn ensure_dev() -> Result<(), MountError> {
 }
 
 /// A VM: the API filesystems, then each volume from its block device (ext4).
-pub fn setup_vm(volumes: &[VolumePlan]) -> Result<(), MountError> {
+pub fn setup_vm(volumes: &[VolumePlan], workload_root: Option<&WorkloadRoot>) -> Result<(), MountError> {
     mount_missing(&vm_filesystems(), false)?;
+    // With a root of its own, the workload's view is built under it: /proc, /sys and /dev
+    // from init's, and the volumes at their targets inside it.
+    let base = match workload_root {
+        Some(root) => {
+            mount_workload_root(root)?;
+            WORKLOAD_ROOT_MOUNT
+        }
+        None => "",
+    };
     for v in volumes {
         let mut flags = MsFlags::empty();
         if v.read_only {
             flags |= MsFlags::MS_RDONLY;
         }
-        mount_fs("ext4", &v.source, &v.target, flags, "")?;
+        mount_fs("ext4", &v.source, &format!("{base}{}", v.target), flags, "")?;
+    }
+    Ok(())
+}
+
+/// Mounts the workload's root disk and binds init's /proc, /sys and /dev (with its ptys) into
+/// it. A read-only root without a mount point for one of them goes without it.
+fn mount_workload_root(root: &WorkloadRoot) -> Result<(), MountError> {
+    let mut flags = MsFlags::MS_NODEV;
+    if root.read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount_fs("ext4", &root.device, WORKLOAD_ROOT_MOUNT, flags, "")?;
+    for dir in ["/proc", "/sys", "/dev"] {
+        let target = format!("{WORKLOAD_ROOT_MOUNT}{dir}");
+        if !Path::new(&target).is_dir() && root.read_only {
+            continue;
+        }
+        mount_point(&target)?;
+        mount(
+            Some(dir),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|errno| MountError::Mount {
+            fstype: "bind".into(),
+            source_name: dir.into(),
+            target: target.clone(),
+            errno,
+            hint: "",
+        })?;
     }
     Ok(())
 }

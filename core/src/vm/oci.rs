@@ -1,0 +1,520 @@
+//! VM mode behind the OCI runtime (`sandbox-runtime-vm`, or the `org.sandbox.mode=vm`
+//! annotation): the bundle's process in its own microVM, Kata-style.
+//!
+//! `create` refuses what a VM cannot honour (host bind mounts), settles the guest's size from
+//! the bundle's limits, and makes the disks: the VM's root is the guest program's image (the
+//! default image's cached root disk, copied), and the bundle's rootfs is a second disk, cached
+//! by its metadata ([`super::bundle_disk`]) and copied unless `root.readonly` — the guest's init
+//! mounts it and makes it the workload's root. It then forks the **holder**: a process of its
+//! own (the state's pid, which the shim or conmon reaps) that runs the VMM, holds the stdio
+//! `create` was given, and waits on the exec FIFO. The VM boots at once and its init waits for
+//! the guest agent's `run`; `start` writes the FIFO, and the holder asks the agent to run the
+//! workload and relays its stdin, stdout and stderr (or a pty, sent through the console
+//! socket) until its exit status, which becomes the holder's. `kill` reaches the workload
+//! through the agent; `pause`/`resume` stop and continue the holder (vCPUs included); `delete`
+//! removes the directory with its disk copies and vsock socket.
+
+use super::agent::{Agent, LocalIo, VSOCK_SOCKET_NAME};
+use super::{disks, VmOptions, GUEST_CID};
+use crate::backend::{Backend, CreateRequest, Created, Holding, Stats};
+use crate::error::CoreError;
+use crate::plan::RootKind;
+use crate::state::{Mode, SandboxDir, State, EXEC_FIFO};
+use sandbox_image::ResolvedImage;
+use sandbox_protocol::isolation::ResourcePlan;
+use sandbox_protocol::{exit_device, Plan, ReadyChannel, StartMode, WorkloadRoot};
+use sandbox_vmm::stop_signals::StopSignals;
+use sandbox_vmm::{DiskConfig, SerialSink, VmConfig, VsockConfig};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Guest memory added to `resources.memory.limit`: what the guest kernel and init use before
+/// the workload gets any (the 6.1 guest kernel with its page tables and init: about 24 MiB
+/// measured with `free` in a 128 MiB guest; rounded up).
+pub const KERNEL_OVERHEAD_MIB: u64 = 32;
+/// The file the holder writes the guest console to (kernel messages, init's warnings).
+pub const CONSOLE_LOG: &str = "console.log";
+/// How long the holder waits for the guest agent after `start` (the VM may still be booting).
+const AGENT_WAIT: Duration = Duration::from_secs(120);
+/// How long `kill` waits for the agent before signalling the holder itself.
+const KILL_AGENT_WAIT: Duration = Duration::from_secs(5);
+/// How long the holder lets the guest power off by itself after the workload ended.
+const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
+/// What the VM thread writes into the exec FIFO when the VM ended before `start`.
+const VM_ENDED: u8 = b'x';
+
+/// The guest's size for a bundle's limits: memory limit plus [`KERNEL_OVERHEAD_MIB`] (whole
+/// MiB), the CPU quota rounded up to whole vCPUs, no pids limit (the guest kernel is the
+/// boundary; podman sets one by default).
+pub fn guest_resources(resources: &ResourcePlan) -> ResourcePlan {
+    let mut r = resources.clone();
+    r.pids = None;
+    r.memory.limit = resources
+        .memory
+        .limit
+        .filter(|l| *l > 0)
+        .map(|l| (((l as u64).div_ceil(1 << 20) + KERNEL_OVERHEAD_MIB) << 20) as i64);
+    if let Some(cpus) = resources.cpu.as_cpus() {
+        r.cpu.quota = Some((cpus.ceil().max(1.0) as i64) * 100_000);
+        r.cpu.period = Some(100_000);
+    }
+    r
+}
+
+/// Filesystems the guest provides itself: a bundle mount of one of these types is satisfied by
+/// the guest's own.
+const GUEST_PROVIDED: [&str; 7] = ["proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"];
+
+/// Refuses a bundle mount a VM cannot give: a bind mount of a host path (the guest has its own
+/// kernel and cannot see the host's files). Names the mount and the fix.
+pub fn check_mounts(plan: &Plan) -> Result<(), CoreError> {
+    for m in &plan.isolation.mounts {
+        let bind =
+            m.kind.is_empty() || m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
+        if bind || !GUEST_PROVIDED.contains(&m.kind.as_str()) {
+            return Err(CoreError::Unsupported {
+                what: format!(
+                    "mount {} ({} {})",
+                    m.destination,
+                    if m.kind.is_empty() { "bind" } else { &m.kind },
+                    m.source
+                ),
+                mode: Mode::Vm,
+                remedy: "a microVM cannot share host paths with its guest: remove the mount, or run the bundle in container mode (org.sandbox.mode=container)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// VM mode for an OCI bundle (one instance per runtime command).
+pub struct OciVm {
+    /// The runtime's root (`--root`): a sandbox's directory is `root/<id>`.
+    root: PathBuf,
+    /// Settled by `check`.
+    checked: Option<Settled>,
+}
+
+struct Settled {
+    checked: super::Checked,
+    /// The cached root disk of the guest program's image.
+    base: PathBuf,
+    /// The cached disk of the bundle's rootfs.
+    bundle_disk: PathBuf,
+    read_only: bool,
+}
+
+impl OciVm {
+    pub fn new(root: &Path) -> OciVm {
+        OciVm {
+            root: root.to_path_buf(),
+            checked: None,
+        }
+    }
+
+    fn dir_of(&self, state: &State) -> PathBuf {
+        self.root.join(&state.id)
+    }
+}
+
+/// The image whose root disk boots every OCI VM: it carries the guest program.
+fn guest_image() -> Result<ResolvedImage, CoreError> {
+    let store = sandbox_image::Store::open_default().map_err(|source| CoreError::Image {
+        image: "default".into(),
+        source,
+    })?;
+    store.resolve("default").map_err(|source| CoreError::Image {
+        image: "default".into(),
+        source,
+    })
+}
+
+fn sys<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(nix::errno::Errno) -> CoreError + 'a {
+    move |errno| CoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source: errno.into(),
+    }
+}
+
+impl Backend for OciVm {
+    fn mode(&self) -> Mode {
+        Mode::Vm
+    }
+
+    fn check(&mut self, request: &CreateRequest) -> Result<(), CoreError> {
+        if !matches!(request.holding, Holding::Detached { .. }) {
+            return Err(CoreError::Internal(
+                "the OCI VM backend only holds detached VMs".into(),
+            ));
+        }
+        let assembled = request.assembled;
+        let RootKind::Directory(rootfs) = &assembled.root else {
+            return Err(CoreError::Internal(
+                "an OCI VM needs a bundle root directory".into(),
+            ));
+        };
+        if assembled.plan.command.is_empty() {
+            return Err(CoreError::Bundle(
+                "VM mode needs a process to run: give the bundle a process.args".into(),
+            ));
+        }
+        check_mounts(&assembled.plan)?;
+        let checked = super::check(
+            &guest_resources(&assembled.plan.resources),
+            &[],
+            &VmOptions::new(),
+        )?;
+        let image = guest_image()?;
+        let base = disks::root_disk(&image)?;
+        let (bundle_disk, _built) = super::bundle_disk::cached(rootfs)?;
+        self.checked = Some(Settled {
+            checked,
+            base,
+            bundle_disk,
+            read_only: assembled.plan.isolation.readonly_root,
+        });
+        Ok(())
+    }
+
+    fn create(&mut self, request: &CreateRequest, dir: &SandboxDir) -> Result<Created, CoreError> {
+        let settled = self
+            .checked
+            .take()
+            .ok_or_else(|| CoreError::Internal("create before check".into()))?;
+        let Holding::Detached { console_socket, .. } = &request.holding else {
+            return Err(CoreError::Internal("an attached OCI VM".into()));
+        };
+        let plan = &request.assembled.plan;
+        let root = disks::writable_copy(&settled.base, &dir.path().join("root.ext4"), "default")?;
+        let workload_disk = if settled.read_only {
+            DiskConfig {
+                path: settled.bundle_disk.clone(),
+                read_only: true,
+            }
+        } else {
+            let copy = disks::writable_copy(
+                &settled.bundle_disk,
+                &dir.path().join("rootfs.ext4"),
+                "the bundle",
+            )?;
+            let path = copy.path().to_path_buf();
+            // The directory owns the copy from here (delete removes it).
+            std::mem::forget(copy);
+            DiskConfig {
+                path,
+                read_only: false,
+            }
+        };
+        let console =
+            std::fs::File::create(dir.path().join(CONSOLE_LOG)).map_err(|source| CoreError::Io {
+                what: "cannot create the console log",
+                path: dir.path().join(CONSOLE_LOG),
+                source,
+            })?;
+        let mut config = VmConfig::new(
+            settled.checked.kernel.clone(),
+            DiskConfig {
+                path: root.path().to_path_buf(),
+                read_only: false,
+            },
+        );
+        std::mem::forget(root);
+        config.memory_mib = settled.checked.memory_mib;
+        config.vcpus = settled.checked.vcpus;
+        config.allow_pvm = settled.checked.allow_pvm;
+        config.serial = SerialSink::Writer(Box::new(console));
+        config.disks = vec![workload_disk.clone()];
+        let mut guest: Plan = plan.clone();
+        config.plan = Some(guest.clone());
+        guest.workload_root = Some(WorkloadRoot {
+            device: config.extra_disk_device(0),
+            read_only: workload_disk.read_only,
+        });
+        guest.start = StartMode::OnRequest;
+        guest.ready = ReadyChannel::Port(exit_device::PORT);
+        guest.stdin = true;
+        config.plan = Some(guest);
+        config.vsock = Some(VsockConfig {
+            uds_path: dir.path().join(VSOCK_SOCKET_NAME),
+            guest_cid: GUEST_CID,
+        });
+        let fifo = dir.path().join(EXEC_FIFO);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(sys("cannot make the exec FIFO", &fifo))?;
+        let terminal = match (plan.process.terminal, console_socket) {
+            (true, Some(socket)) => Some(send_terminal(socket, plan.process.console_size)?),
+            (true, None) => {
+                return Err(CoreError::Bundle(
+                    "process.terminal is true but no --console-socket was given: pass one, or set terminal to false".into(),
+                ))
+            }
+            (false, _) => None,
+        };
+        let pid = holder::spawn(config, fifo, terminal)?;
+        Ok(Created {
+            pid,
+            rootfs: settled.bundle_disk.display().to_string(),
+            ..Created::default()
+        })
+    }
+
+    fn start(&mut self, dir: &SandboxDir, _state: &State) -> Result<(), CoreError> {
+        let fifo = dir.path().join(EXEC_FIFO);
+        sandbox_container::start_fifo(&fifo)?;
+        Ok(())
+    }
+
+    fn wait(&mut self, _state: &State) -> Result<sandbox_spec::Outcome, CoreError> {
+        Err(CoreError::Internal(
+            "an OCI VM is waited for by whoever ran create".into(),
+        ))
+    }
+
+    fn kill(&self, state: &State, signal: i32, all: bool) -> Result<(), CoreError> {
+        let socket = self.dir_of(state).join(VSOCK_SOCKET_NAME);
+        // Started: the workload gets it in the guest. Before that (or with the agent gone),
+        // the holder does: SIGTERM and SIGINT stop the VM, SIGKILL ends it at once.
+        if state.started && socket.exists() {
+            if let Ok(agent) = Agent::connect(&socket, KILL_AGENT_WAIT) {
+                if agent.signal(signal, all).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+        let signal = nix::sys::signal::Signal::try_from(signal)
+            .map_err(|_| CoreError::Bundle(format!("signal {signal} is not a signal of this system")))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(state.pid), signal)
+            .map_err(sys("cannot signal the VM's holder", Path::new("/proc")))
+    }
+
+    fn delete(&mut self, dir: SandboxDir, _state: &State) -> Result<(), CoreError> {
+        dir.remove()
+    }
+
+    fn pause(&self, state: &State) -> Result<(), CoreError> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(state.pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .map_err(sys("cannot stop the VM's holder", Path::new("/proc")))
+    }
+
+    fn resume(&self, state: &State) -> Result<(), CoreError> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(state.pid),
+            nix::sys::signal::Signal::SIGCONT,
+        )
+        .map_err(sys("cannot continue the VM's holder", Path::new("/proc")))
+    }
+
+    fn stats(&self, state: &State) -> Result<Stats, CoreError> {
+        let agent = Agent::connect(self.dir_of(state).join(VSOCK_SOCKET_NAME), KILL_AGENT_WAIT)?;
+        let guest = agent.stats()?;
+        Ok(Stats {
+            memory_usage_bytes: Some(guest.memory_used_bytes),
+            memory_limit_bytes: Some(guest.memory_total_bytes),
+            cpu_usage_ns: cpu_time_ns(state.pid),
+            pids_current: Some(guest.pids),
+            ..Stats::default()
+        })
+    }
+
+    fn pids(&self, state: &State) -> Result<Vec<i32>, CoreError> {
+        Ok(vec![state.pid])
+    }
+}
+
+/// `sandbox-runtime exec` in a VM: forks a relay process (this command's child, whose pid the
+/// caller reports) that runs the process through the guest agent with this process's stdio
+/// (or a pty sent through `console_socket`) and exits with its status.
+pub fn spawn_exec(
+    dir: &Path,
+    request: super::exec::Request,
+    console_socket: Option<&Path>,
+) -> Result<i32, CoreError> {
+    let terminal = match (request.terminal, console_socket) {
+        (true, Some(socket)) => Some(send_terminal(socket, None)?),
+        (true, None) => return Err(CoreError::Bundle(
+            "process.terminal is true but no --console-socket was given: pass one, or set terminal to false"
+                .into(),
+        )),
+        (false, _) => None,
+    };
+    let dir = dir.to_path_buf();
+    holder::fork(move || {
+        holder::take_terminal(terminal);
+        match super::exec::run(&dir, &request) {
+            Ok(status) => status,
+            Err(e) => {
+                eprintln!("sandbox-runtime: exec: {e}");
+                e.exit_status()
+            }
+        }
+    })
+}
+
+/// The holder's CPU time (its vCPU threads' and the VMM's), from /proc.
+fn cpu_time_ns(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * 1_000_000_000 / hz)
+}
+
+/// Opens a pty for a terminal workload and sends its master through `socket`; returns the slave
+/// for the holder.
+fn send_terminal(socket: &Path, size: Option<(u16, u16)>) -> Result<OwnedFd, CoreError> {
+    let pty = sandbox_container::terminal::open(Path::new("/"), size)
+        .map_err(|e| CoreError::Bundle(format!("cannot open a pseudo-terminal: {e}")))?;
+    let stream = std::os::unix::net::UnixStream::connect(socket).map_err(|source| CoreError::Io {
+        what: "cannot connect to the console socket",
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    sandbox_container::terminal::send_master(stream.as_raw_fd(), &pty.master)
+        .map_err(|e| CoreError::Bundle(format!("console socket {}: {e}", socket.display())))?;
+    Ok(pty.slave)
+}
+
+mod holder {
+    //! The holder process: forked by `create`, it runs the VMM on a thread, waits for `start`,
+    //! runs the workload through the agent and exits with its status.
+
+    use super::*;
+    use std::io::Read;
+
+    /// Forks the holder; returns its pid. `create` must be single-threaded here (it forks).
+    pub fn spawn(config: VmConfig, fifo: PathBuf, terminal: Option<OwnedFd>) -> Result<i32, CoreError> {
+        fork(move || main(config, &fifo, terminal))
+    }
+
+    /// Forks a child that runs `body` and exits with its status; returns the child's pid. The
+    /// caller must be single-threaded.
+    pub fn fork(body: impl FnOnce() -> i32) -> Result<i32, CoreError> {
+        let threads = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Threads:"))
+                    .and_then(|n| n.trim().parse::<u32>().ok())
+            })
+            .unwrap_or(1);
+        if threads > 1 {
+            return Err(CoreError::Internal(format!(
+                "the VM holder must be forked from a single-threaded process ({threads} threads)"
+            )));
+        }
+        // SAFETY: this process is single-threaded (checked above), so the child may run any
+        // code; it never returns from `main`.
+        match unsafe { nix::unistd::fork() }
+            .map_err(sys("cannot fork the VM's holder", Path::new("/proc")))?
+        {
+            nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
+            nix::unistd::ForkResult::Child => {
+                let status = body();
+                // SAFETY: ends the holder without running the runtime's exit handlers twice.
+                unsafe { libc::_exit(status) }
+            }
+        }
+    }
+
+    /// A session of its own; with a pty, the pty as controlling terminal (a resize by the
+    /// console's owner then arrives as SIGWINCH) and as descriptors 0-2.
+    pub fn take_terminal(terminal: Option<OwnedFd>) {
+        let _ = nix::unistd::setsid();
+        if let Some(slave) = &terminal {
+            // SAFETY: TIOCSCTTY takes an int by value.
+            unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) };
+            for fd in 0..3 {
+                // SAFETY: dup2 makes descriptor 0-2 a copy of the pty slave; no memory involved.
+                unsafe { libc::dup2(slave.as_raw_fd(), fd) };
+            }
+        }
+    }
+
+    fn main(config: VmConfig, fifo: &Path, terminal: Option<OwnedFd>) -> i32 {
+        take_terminal(terminal);
+        // The VMM takes SIGTERM and SIGINT as "stop the VM" on its own thread: blocked here,
+        // before that thread exists, so every thread inherits the mask.
+        let Ok(_signals) = StopSignals::block() else {
+            return 125;
+        };
+        let socket = config.vsock.as_ref().map(|v| v.uds_path.clone());
+        let fifo_for_vm = fifo.to_path_buf();
+        let (ended_tx, ended_rx) = std::sync::mpsc::channel::<()>();
+        let vm = std::thread::spawn(move || {
+            let result = sandbox_vmm::run(config);
+            let _ = ended_tx.send(());
+            // Wakes the main thread if it still waits for `start`.
+            if let Ok(fd) = nix::fcntl::open(
+                &fifo_for_vm,
+                nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK,
+                nix::sys::stat::Mode::empty(),
+            ) {
+                let _ = nix::unistd::write(&fd, &[VM_ENDED]);
+            }
+            result
+        });
+        let mut byte = [0u8; 1];
+        let started = std::fs::File::open(fifo)
+            .and_then(|mut f| f.read_exact(&mut byte))
+            .is_ok()
+            && byte[0] != VM_ENDED;
+        let _ = std::fs::remove_file(fifo);
+        let status = if started {
+            socket.map(|s| run_workload(&s, terminal_mode())).unwrap_or(125)
+        } else {
+            125
+        };
+        // The guest powers off once the workload has ended (init syncs and reports first); a
+        // VM that does not within the grace is stopped.
+        if ended_rx.recv_timeout(POWER_OFF_GRACE).is_err() {
+            let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
+        }
+        let _ = vm.join();
+        status
+    }
+
+    fn terminal_mode() -> bool {
+        crate::terminal::is_terminal(0)
+    }
+
+    /// Asks the agent to run the workload and relays stdio; its status, or 125.
+    fn run_workload(socket: &Path, terminal: bool) -> i32 {
+        let Ok(agent) = Agent::connect(socket, AGENT_WAIT) else {
+            return 125;
+        };
+        let forwarded = match crate::vm::exec::Forwarder::block(terminal) {
+            Ok(f) => f,
+            Err(_) => return 125,
+        };
+        let Ok(session) = agent.run() else {
+            return 125;
+        };
+        let Ok(forwarding) = forwarded.start(session.controller()) else {
+            return 125;
+        };
+        // SAFETY: descriptors 0-2 stay open for the holder's life.
+        let (stdin, stdout, stderr) = unsafe {
+            (
+                std::os::fd::BorrowedFd::borrow_raw(0),
+                std::os::fd::BorrowedFd::borrow_raw(1),
+                std::os::fd::BorrowedFd::borrow_raw(2),
+            )
+        };
+        let status = session
+            .pump(LocalIo {
+                stdin: Some(stdin),
+                stdout,
+                stderr,
+            })
+            .unwrap_or(125);
+        forwarding.finish();
+        status
+    }
+}

@@ -399,6 +399,17 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// Whether process `pid` is stopped (state `T` in /proc/PID/stat).
+fn process_stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = &stat[stat.rfind(')')? + 1..];
+            after.split_whitespace().next().map(|s| s == "T")
+        })
+        .unwrap_or(false)
+}
+
 /// A sandbox's `state.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -457,6 +468,10 @@ impl State {
         if !self.cgroup_dirs.is_empty()
             && sandbox_container::cgroups::Cgroup::open(&self.cgroup_dirs, &[]).is_frozen()
         {
+            return Status::Paused;
+        }
+        // A VM's holder (the VMM, its vCPU threads with it) is paused by SIGSTOP.
+        if self.mode == Mode::Vm && process_stopped(self.pid) {
             return Status::Paused;
         }
         Status::Running

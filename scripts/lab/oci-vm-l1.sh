@@ -76,6 +76,13 @@ until grep -q waiting "$work/signal.out" 2> /dev/null; do
     [ $n -gt 1200 ] && break
     sleep 0.1
 done
+# pause/resume stop and continue the VM (its holder, vCPUs included).
+if ctr -a "$sock" task pause vm-signal && ctr -a "$sock" task ls | grep vm-signal | grep -q PAUSED \
+    && ctr -a "$sock" task resume vm-signal && ctr -a "$sock" task ls | grep vm-signal | grep -q RUNNING; then
+    echo "ok: pause and resume (the task showed PAUSED, then RUNNING)"
+else
+    fail "pause/resume: $(ctr -a "$sock" task ls)"
+fi
 ctr -a "$sock" task kill -s SIGTERM vm-signal
 wait $runner
 status=$?
@@ -99,4 +106,36 @@ if [ -d /run/containerd/runc/default ] && [ -n "$(ls /run/containerd/runc/defaul
     fail "runtime state left: $(ls /run/containerd/runc/default)"
 fi
 [ $failed = 0 ] || { echo "--- containerd log"; tail -30 "$work/containerd.log"; exit 1; }
+
+# --speed: create -> start -> exit of /bin/true through the runtime against `sandbox run --mode
+# vm -- /bin/true`, the same guest kernel and image, 5 runs each after one warm-up (medians, ms).
+if [ "${2:-}" = --speed ]; then
+    bundle=$work/bundle
+    mkdir -p "$bundle"
+    "$runtime" spec -b "$bundle"
+    sed -i -e 's/"terminal": true/"terminal": false/' -e 's/^      "sh"$/      "\/bin\/true"/' "$bundle/config.json"
+    ln -s "$rootfs" "$bundle/rootfs"
+    now() { /usr/bin/date +%s%N; }
+    median() { sort -n | sed -n 3p; }
+    for i in 0 1 2 3 4 5; do
+        t=$(now)
+        "$runtime" --root "$work/rt" run --bundle "$bundle" "speed-$i" > /dev/null 2>&1 || fail "runtime run $i failed" >&2
+        [ $i = 0 ] || echo $((($(now) - t) / 1000000))
+    done > "$work/runtime.ms"
+    for i in 0 1 2 3 4 5; do
+        t=$(now)
+        "$runtime_dir/sandbox" run --mode vm -- /bin/true > /dev/null 2>&1 || fail "sandbox run $i failed" >&2
+        [ $i = 0 ] || echo $((($(now) - t) / 1000000))
+    done > "$work/run.ms"
+    r=$(median < "$work/runtime.ms")
+    s=$(median < "$work/run.ms")
+    echo "speed: sandbox-runtime-vm run (create, start, exit) of /bin/true: median $r ms ($(tr '\n' ' ' < "$work/runtime.ms")ms)"
+    echo "speed: sandbox run --mode vm -- /bin/true: median $s ms ($(tr '\n' ' ' < "$work/run.ms")ms)"
+    echo "speed: ratio $(awk "BEGIN {printf \"%.2f\", $r / $s}") (lab: L1 under QEMU TCG, nested KVM; debug or release as built)"
+    "$runtime" --root "$work/rt" run --keep --bundle "$bundle" speed-log > /dev/null 2>&1
+    echo "speed: where one run's time went (its holder's timeline, ms since create forked it):"
+    sed 's/^/speed:   /' "$work/rt/speed-log/holder.log"
+    "$runtime" --root "$work/rt" delete speed-log
+    [ $failed = 0 ] || exit 1
+fi
 echo "$guest"

@@ -33,6 +33,8 @@ use std::time::Duration;
 /// the workload gets any (the 6.1 guest kernel with its page tables and init: about 24 MiB
 /// measured with `free` in a 128 MiB guest; rounded up).
 pub const KERNEL_OVERHEAD_MIB: u64 = 32;
+/// The holder's timeline (see `holder::Timeline`).
+pub const HOLDER_LOG: &str = "holder.log";
 /// The file the holder writes the guest console to (kernel messages, init's warnings).
 pub const CONSOLE_LOG: &str = "console.log";
 /// How long the holder waits for the guest agent after `start` (the VM may still be booting).
@@ -390,7 +392,15 @@ mod holder {
 
     /// Forks the holder; returns its pid. `create` must be single-threaded here (it forks).
     pub fn spawn(config: VmConfig, fifo: PathBuf, terminal: Option<OwnedFd>) -> Result<i32, CoreError> {
-        fork(move || main(config, &fifo, terminal))
+        // The FIFO's read end is open before `create` returns, so `start` finds a reader for as
+        // long as the holder lives (and ENXIO, "it has died", once it does not).
+        let start: OwnedFd = nix::fcntl::open(
+            &fifo,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(sys("cannot open the exec FIFO", &fifo))?;
+        fork(move || main(config, &fifo, start, terminal))
     }
 
     /// Forks a child that runs `body` and exits with its status; returns the child's pid. The
@@ -437,46 +447,87 @@ mod holder {
         }
     }
 
-    fn main(config: VmConfig, fifo: &Path, terminal: Option<OwnedFd>) -> i32 {
+    /// The holder's own record of where its time went (`holder.log` in the sandbox's
+    /// directory): milliseconds since the fork, one event per line.
+    struct Timeline {
+        file: Option<std::fs::File>,
+        since: std::time::Instant,
+    }
+
+    impl Timeline {
+        fn note(&mut self, event: std::fmt::Arguments<'_>) {
+            use std::io::Write;
+            if let Some(f) = &mut self.file {
+                let _ = writeln!(
+                    f,
+                    "{:>8.1} ms  {event}",
+                    self.since.elapsed().as_secs_f64() * 1000.0
+                );
+            }
+        }
+    }
+
+    fn main(config: VmConfig, fifo: &Path, start: OwnedFd, terminal: Option<OwnedFd>) -> i32 {
+        let mut timeline = Timeline {
+            file: fifo
+                .parent()
+                .and_then(|d| std::fs::File::create(d.join(HOLDER_LOG)).ok()),
+            since: std::time::Instant::now(),
+        };
         take_terminal(terminal);
         // The VMM takes SIGTERM and SIGINT as "stop the VM" on its own thread: blocked here,
         // before that thread exists, so every thread inherits the mask.
         let Ok(_signals) = StopSignals::block() else {
             return 125;
         };
+        // A write end of our own: the read below then waits for a byte instead of seeing the
+        // end of file while no `start` has opened the FIFO.
+        let Ok(_writer) = std::fs::OpenOptions::new().write(true).open(fifo) else {
+            return 125;
+        };
         let socket = config.vsock.as_ref().map(|v| v.uds_path.clone());
         let fifo_for_vm = fifo.to_path_buf();
-        let (ended_tx, ended_rx) = std::sync::mpsc::channel::<()>();
+        let (ended_tx, ended_rx) = std::sync::mpsc::channel::<String>();
         let vm = std::thread::spawn(move || {
             let result = sandbox_vmm::run(config);
-            let _ = ended_tx.send(());
+            let summary = match &result {
+                Ok(vm) => format!("vm ended: {:?}; VMM timings {:?}", vm.ending, vm.timings),
+                Err(e) => format!("vm failed: {e}"),
+            };
+            let _ = ended_tx.send(summary);
             // Wakes the main thread if it still waits for `start`.
-            if let Ok(fd) = nix::fcntl::open(
-                &fifo_for_vm,
-                nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK,
-                nix::sys::stat::Mode::empty(),
-            ) {
-                let _ = nix::unistd::write(&fd, &[VM_ENDED]);
+            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&fifo_for_vm) {
+                let _ = std::io::Write::write_all(&mut f, &[VM_ENDED]);
             }
             result
         });
+        timeline.note(format_args!("vm thread started; waiting for start"));
         let mut byte = [0u8; 1];
-        let started = std::fs::File::open(fifo)
-            .and_then(|mut f| f.read_exact(&mut byte))
-            .is_ok()
-            && byte[0] != VM_ENDED;
+        let _ = nix::fcntl::fcntl(&start, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
+        let started = std::fs::File::from(start).read_exact(&mut byte).is_ok() && byte[0] != VM_ENDED;
         let _ = std::fs::remove_file(fifo);
+        timeline.note(format_args!(
+            "start: {}",
+            if started { "released" } else { "the VM ended first" }
+        ));
         let status = if started {
-            socket.map(|s| run_workload(&s, terminal_mode())).unwrap_or(125)
+            socket
+                .map(|s| run_workload(&s, terminal_mode(), &mut timeline))
+                .unwrap_or(125)
         } else {
             125
         };
         // The guest powers off once the workload has ended (init syncs and reports first); a
         // VM that does not within the grace is stopped.
-        if ended_rx.recv_timeout(POWER_OFF_GRACE).is_err() {
-            let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
-        }
+        let ended = match ended_rx.recv_timeout(POWER_OFF_GRACE) {
+            Ok(summary) => summary,
+            Err(_) => {
+                let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
+                ended_rx.recv().unwrap_or_default()
+            }
+        };
         let _ = vm.join();
+        timeline.note(format_args!("{ended}"));
         status
     }
 
@@ -485,17 +536,27 @@ mod holder {
     }
 
     /// Asks the agent to run the workload and relays stdio; its status, or 125.
-    fn run_workload(socket: &Path, terminal: bool) -> i32 {
-        let Ok(agent) = Agent::connect(socket, AGENT_WAIT) else {
-            return 125;
+    fn run_workload(socket: &Path, terminal: bool, timeline: &mut Timeline) -> i32 {
+        let agent = match Agent::connect(socket, AGENT_WAIT) {
+            Ok(agent) => agent,
+            Err(e) => {
+                timeline.note(format_args!("{e}"));
+                return 125;
+            }
         };
+        timeline.note(format_args!("agent reached"));
         let forwarded = match crate::vm::exec::Forwarder::block(terminal) {
             Ok(f) => f,
             Err(_) => return 125,
         };
-        let Ok(session) = agent.run() else {
-            return 125;
+        let session = match agent.run() {
+            Ok(session) => session,
+            Err(e) => {
+                timeline.note(format_args!("{e}"));
+                return 125;
+            }
         };
+        timeline.note(format_args!("workload running: guest pid {}", session.pid()));
         let Ok(forwarding) = forwarded.start(session.controller()) else {
             return 125;
         };
@@ -515,6 +576,7 @@ mod holder {
             })
             .unwrap_or(125);
         forwarding.finish();
+        timeline.note(format_args!("workload exited: status {status}"));
         status
     }
 }

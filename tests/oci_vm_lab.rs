@@ -28,13 +28,25 @@ fn a_vm_mode_container_runs_through_containerd() {
         .lines()
         .find_map(|l| l.strip_prefix("# Linux/x86 ")?.split(' ').next())
         .expect("a release in the guest kernel's .config header");
-    let host = nix::sys::utsname::uname().unwrap().release().to_string_lossy().into_owned();
+    let host = nix::sys::utsname::uname()
+        .unwrap()
+        .release()
+        .to_string_lossy()
+        .into_owned();
     assert_ne!(last, host, "the workload reported the host's kernel");
     assert!(
         last.starts_with(release),
         "the workload reported {last:?}, the built guest kernel is {release}"
     );
-    for check in ["output and exit status", "-t gives", "SIGTERM reached", "its own kernel"] {
-        assert!(stdout.contains(&format!("ok: {check}")), "no {check:?} line:\n{stdout}");
+    for check in [
+        "output and exit status",
+        "-t gives",
+        "SIGTERM reached",
+        "its own kernel",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok: {check}")),
+            "no {check:?} line:\n{stdout}"
+        );
     }
 }

@@ -126,9 +126,11 @@ fn run_page(name: &str, page: &str) {
     );
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
+    // The repository's scripts too (claim 11 runs `oci-vm-lab`).
     let path = format!(
-        "{}:{}",
+        "{}:{}/scripts:{}",
         bin_dir.display(),
+        env!("CARGO_MANIFEST_DIR"),
         std::env::var("PATH").unwrap_or_default()
     );
     let started = Instant::now();
@@ -147,6 +149,7 @@ fn run_page(name: &str, page: &str) {
             .args(["-o", "pipefail", "-c", &script])
             .current_dir(work.path())
             .env("SANDBOX_TOUR_HIDDEN", &hidden)
+            .env("SANDBOX_BIN_DIR", bin_dir)
             .env("PATH", &path)
             .env("SANDBOX_HOME", home.path())
             .stdin(std::process::Stdio::null())

@@ -287,3 +287,22 @@ impl ResourcePlan {
         *self != ResourcePlan::default()
     }
 }
+
+/// What a VM's init applies to an OCI bundle's processes inside the guest, settled on the host
+/// (names resolved, the seccomp profile compiled), so the guest program only makes the calls:
+/// the guest kernel then enforces them as the host's does for a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GuestConfinement {
+    /// Namespaces each process gets of its own (`unshare` before exec): mount, uts, ipc,
+    /// network and cgroup. (A PID namespace would need a process between init and the
+    /// workload; the VM is its PID boundary.)
+    pub namespaces: Vec<NamespaceKind>,
+    /// Capability masks by number: bounding, effective, permitted, inheritable, ambient.
+    pub capabilities: Option<[u64; 5]>,
+    /// Set `no_new_privs` before exec.
+    pub no_new_privileges: bool,
+    /// Seccomp BPF programs, installed in order last before exec; each instruction as
+    /// `code | jt << 16 | jf << 24 | k << 32`.
+    pub seccomp: Vec<Vec<u64>>,
+}

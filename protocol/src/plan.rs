@@ -193,6 +193,10 @@ pub struct Plan {
     /// workload runs in the VM's root.
     #[serde(default)]
     pub workload_root: Option<WorkloadRoot>,
+    /// VM mode for an OCI bundle: the bundle's namespaces, capabilities and seccomp profile,
+    /// which init applies to the workload and to every process the agent starts.
+    #[serde(default)]
+    pub confinement: Option<crate::isolation::GuestConfinement>,
 }
 
 /// Where init mounts a [`WorkloadRoot`].
@@ -238,6 +242,7 @@ impl Plan {
             stdin: false,
             start: StartMode::Boot,
             workload_root: None,
+            confinement: None,
         }
     }
 

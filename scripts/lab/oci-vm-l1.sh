@@ -46,7 +46,7 @@ echo "containerd $(ctr -a "$sock" version | awk '/Server:/ {s=1} s && /Version:/
 rootfs=$work/rootfs
 mkdir -p "$rootfs/bin" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev" "$rootfs/tmp" "$rootfs/etc"
 cp /bin/busybox "$rootfs/bin/busybox"
-for applet in sh echo cat sleep uname true false id hostname env; do
+for applet in sh echo cat sleep uname true false id hostname env grep; do
     ln -s busybox "$rootfs/bin/$applet"
 done
 echo "a file of the bundle" > "$rootfs/etc/marker"
@@ -88,7 +88,16 @@ wait $runner
 status=$?
 if [ "$status" = 7 ]; then echo "ok: SIGTERM reached the workload (exit 7 from its trap)"; else fail "signal: status $status, expected 7: $(cat "$work/signal.out")"; fi
 
-# 4. Whose kernel: the guest's own, not L1's.
+# 4. The bundle's capabilities and seccomp profile hold inside the guest: ctr's default set
+# (Docker's 14, CapEff 00000000a80425fb, not a guest root's full set) and, with --seccomp, a
+# filter (Seccomp: 2).
+out=$(ctr -a "$sock" run --rm --seccomp --runc-binary "$runtime" --rootfs "$rootfs" vm-confined sh -c 'grep -E "^(CapEff|Seccomp):" /proc/self/status' 2>&1)
+case "$out" in
+*00000000a80425fb*Seccomp:*2*) echo "ok: the bundle's capabilities and seccomp filter apply in the guest" ;;
+*) fail "confinement in the guest: $out" ;;
+esac
+
+# 5. Whose kernel: the guest's own, not L1's.
 l1=$(uname -r)
 guest=$(ctr_run vm-uname uname -r 2>&1)
 if [ -n "$guest" ] && [ "$guest" != "$l1" ]; then

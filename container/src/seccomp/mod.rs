@@ -191,6 +191,24 @@ fn condition(arg: &SeccompArg, len: SeccompCmpArgLen) -> Result<SeccompCondition
 }
 
 impl Filters {
+    /// The programs as words (`code | jt << 16 | jf << 24 | k << 32` per instruction), for a
+    /// guest to install ([`sandbox_protocol::isolation::GuestConfinement`]).
+    pub fn to_words(&self) -> Vec<Vec<u64>> {
+        self.programs
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .map(|i| {
+                        u64::from(i.code)
+                            | u64::from(i.jt) << 16
+                            | u64::from(i.jf) << 24
+                            | u64::from(i.k) << 32
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// How many BPF programs there are, and their instructions in all (for the trace).
     pub fn size(&self) -> (usize, usize) {
         (self.programs.len(), self.programs.iter().map(Vec::len).sum())

@@ -21,7 +21,7 @@ use crate::error::CoreError;
 use crate::plan::RootKind;
 use crate::state::{Mode, SandboxDir, State, EXEC_FIFO};
 use sandbox_image::ResolvedImage;
-use sandbox_protocol::isolation::ResourcePlan;
+use sandbox_protocol::isolation::{GuestConfinement, ResourcePlan};
 use sandbox_protocol::{exit_device, Plan, ReadyChannel, StartMode, WorkloadRoot};
 use sandbox_vmm::stop_signals::StopSignals;
 use sandbox_vmm::{DiskConfig, SerialSink, VmConfig, VsockConfig};
@@ -88,6 +88,40 @@ pub fn check_mounts(plan: &Plan) -> Result<(), CoreError> {
         }
     }
     Ok(())
+}
+
+/// The bundle's namespaces, capabilities and seccomp profile, settled for the guest's init:
+/// names resolved, the profile compiled to BPF here (the same compiler as container mode's).
+pub fn confinement(plan: &Plan) -> Result<GuestConfinement, CoreError> {
+    use sandbox_protocol::isolation::NamespaceKind as K;
+    let namespaces = plan
+        .isolation
+        .namespaces
+        .iter()
+        .map(|n| n.kind)
+        .filter(|k| matches!(k, K::Mount | K::Uts | K::Ipc | K::Network | K::Cgroup))
+        .collect();
+    let sets = sandbox_container::caps::Sets::from_plan(plan.process.capabilities.as_ref()).map_err(|name| {
+        CoreError::Bundle(format!(
+            "process.capabilities: {name:?} is not a capability this host knows: fix the name (e.g. CAP_CHOWN)"
+        ))
+    })?;
+    let seccomp = match &plan.isolation.seccomp {
+        Some(profile) => sandbox_container::seccomp::compile(profile)?.to_words(),
+        None => Vec::new(),
+    };
+    Ok(GuestConfinement {
+        namespaces,
+        capabilities: Some([
+            sets.bounding,
+            sets.effective,
+            sets.permitted,
+            sets.inheritable,
+            sets.ambient,
+        ]),
+        no_new_privileges: plan.process.no_new_privileges,
+        seccomp,
+    })
 }
 
 /// VM mode for an OCI bundle (one instance per runtime command).
@@ -234,6 +268,7 @@ impl Backend for OciVm {
             device: config.extra_disk_device(0),
             read_only: workload_disk.read_only,
         });
+        guest.confinement = Some(confinement(plan)?);
         guest.start = StartMode::OnRequest;
         guest.ready = ReadyChannel::Port(exit_device::PORT);
         guest.stdin = true;

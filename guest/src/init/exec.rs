@@ -82,6 +82,8 @@ pub struct Prepared {
     root: Option<CString>,
     /// `setrlimit` calls: (resource, soft, hard), the workload's.
     rlimits: Vec<(i32, u64, u64)>,
+    /// An OCI bundle's namespaces, capabilities and seccomp filters (VM mode).
+    confinement: Option<std::sync::Arc<super::confine::Confinement>>,
     terminal: Option<Terminal>,
     /// Stdin becomes `/dev/null` (a VM's workload without `-i` or `-t`).
     null_stdin: bool,
@@ -120,6 +122,15 @@ fn cstring(what: &'static str, value: &str) -> Result<CString, SpawnError> {
 
 /// The workload root every process from now on is started in ([`Prepared`]).
 static WORKLOAD_ROOT: std::sync::OnceLock<CString> = std::sync::OnceLock::new();
+
+/// The confinement every process from now on is started with ([`Prepared`]).
+static CONFINEMENT: std::sync::OnceLock<std::sync::Arc<super::confine::Confinement>> =
+    std::sync::OnceLock::new();
+
+/// Applies `c` to the workload and every process the agent starts (once, by init).
+pub fn set_confinement(c: super::confine::Confinement) {
+    let _ = CONFINEMENT.set(std::sync::Arc::new(c));
+}
 
 /// Makes `path` the root of the workload and of every process the agent starts (once, by init,
 /// after mounting it).
@@ -211,6 +222,7 @@ pub fn prepare_command(
         ready_fd: None,
         root: WORKLOAD_ROOT.get().cloned(),
         rlimits: Vec::new(),
+        confinement: CONFINEMENT.get().cloned(),
         program,
     })
 }
@@ -491,6 +503,12 @@ impl Child {
                 self.fail(1, format_args!("ready channel fd:{fd} is not open in init: {e}"));
             }
         }
+        let confinement = p.confinement.as_deref();
+        if let Some(c) = confinement {
+            if let Err((what, e)) = c.unshare() {
+                self.fail(1, format_args!("{what}: {e}"));
+            }
+        }
         for &(resource, soft, hard) in &p.rlimits {
             let limit = libc::rlimit {
                 rlim_cur: soft,
@@ -510,6 +528,16 @@ impl Child {
                 self.fail(1, format_args!("cannot enter the workload's root {root:?}: {e}"));
             }
         }
+        if let Some(c) = confinement {
+            let early = if c.seccomp_early() {
+                c.install_seccomp()
+            } else {
+                Ok(())
+            };
+            if let Err((what, e)) = early.and_then(|()| c.before_identity()) {
+                self.fail(1, format_args!("{what}: {e}"));
+            }
+        }
         if let Some((uid, gid)) = p.user {
             let gid = Gid::from_raw(gid);
             let result = nix::unistd::setgroups(&[gid])
@@ -525,6 +553,19 @@ impl Child {
                     1,
                     format_args!("cannot change to the working directory {dir:?}: {e}"),
                 );
+            }
+        }
+        if let Some(c) = confinement {
+            // With no_new_privs (set by after_identity) the filters go in last.
+            let result = c.after_identity().and_then(|()| {
+                if c.seccomp_early() {
+                    Ok(())
+                } else {
+                    c.install_seccomp()
+                }
+            });
+            if let Err((what, e)) = result {
+                self.fail(1, format_args!("{what}: {e}"));
             }
         }
         let mut denied = None;

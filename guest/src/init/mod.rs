@@ -12,6 +12,7 @@
 //! on stderr and status 1, reported like a workload's status.
 
 pub mod agent;
+pub mod confine;
 pub mod console;
 pub mod exec;
 pub mod mounts;
@@ -117,6 +118,9 @@ fn run(ending: &Cell<Ending>) -> Result<i32, InitError> {
         mounts::setup_vm(&plan.volumes, plan.workload_root.as_ref())?;
         if plan.workload_root.is_some() {
             exec::set_workload_root(sandbox_protocol::WORKLOAD_ROOT_MOUNT);
+        }
+        if let Some(c) = &plan.confinement {
+            exec::set_confinement(confine::Confinement::new(c));
         }
         mounts::ensure_console_fds();
         if !plan.process.terminal {

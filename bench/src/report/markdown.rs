@@ -1,6 +1,6 @@
 //! `report.md` and the summary table printed at the end of a run.
 
-use super::{Report, Target};
+use super::{shell_line, Report, SubjectSetup, Target};
 use std::fmt::Write;
 
 fn num(v: f64) -> String {
@@ -145,6 +145,18 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
+    if !report.subjects.is_empty() {
+        let _ = writeln!(s, "\n## How each subject was run\n");
+        let _ = writeln!(
+            s,
+            "The exact command lines and configuration behind every number above (temporary \
+             paths as they were in this run; `ID` and `OUTCOME.json` stand for a fresh container \
+             id and the launcher's outcome file, `root-N.ext4` for a run's own root-disk copy)."
+        );
+        for subject in &report.subjects {
+            subject_section(&mut s, subject);
+        }
+    }
     if !report.charts.is_empty() {
         let _ = writeln!(s, "\n## Charts\n\nBars are medians; whiskers span min to p95.\n");
         for c in &report.charts {
@@ -152,6 +164,37 @@ pub fn render(report: &Report) -> String {
         }
     }
     s
+}
+
+fn subject_section(s: &mut String, subject: &SubjectSetup) {
+    let _ = writeln!(s, "\n### {}\n", subject.subject);
+    let mut chars = subject.description.trim_end_matches('.').chars();
+    if let Some(first) = chars.next() {
+        let _ = writeln!(s, "{}{}.\n", first.to_uppercase(), chars.as_str());
+    }
+    for setting in &subject.settings {
+        let _ = writeln!(s, "- **{}**: {}", setting.name, setting.value.replace('\n', " "));
+    }
+    if !subject.settings.is_empty() {
+        s.push('\n');
+    }
+    for c in &subject.commands {
+        let _ = writeln!(
+            s,
+            "{} ({}):\n\n```sh\n{}\n```\n",
+            c.scenario,
+            c.purpose,
+            shell_line(&c.argv)
+        );
+    }
+    for c in &subject.configs {
+        let json = serde_json::to_string_pretty(&c.content).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "<details><summary>{}</summary>\n\n```json\n{json}\n```\n\n</details>\n",
+            c.name
+        );
+    }
 }
 
 /// The short table printed to stdout when the run ends.

@@ -340,8 +340,14 @@ impl Oci {
     }
 
     /// Runs `run`'s bundle to its end once in a fresh container: the harness's wall clock and
-    /// output. The runtime's `run` removes the container; a failed one is deleted by force.
+    /// output. The runtime's `run` removes the container; a failed one is deleted by force. A
+    /// networked bundle's namespace first gets its address and route back (see [`Netns::configure`]).
     pub fn run(&mut self, run: &OciRun) -> Result<Finished, BenchError> {
+        if run.network != "none" {
+            if let Some(net) = &self.net {
+                net.configure()?;
+            }
+        }
         let id = self.next_id();
         let argv = self.run_argv(run, &id);
         let what = format!("{} run ({})", peer_program(run.peer), run.purpose);
@@ -400,6 +406,8 @@ struct Netns {
     name: String,
     host_if: String,
     gateway: Ipv4Addr,
+    /// `eth0`'s address, `ADDRESS/PREFIX`.
+    address: String,
 }
 
 fn ip(args: &[&str]) -> Result<(), BenchError> {
@@ -424,6 +432,7 @@ impl Netns {
             name,
             host_if,
             gateway: Ipv4Addr::UNSPECIFIED,
+            address: String::new(),
         };
         ip(&[
             "link",
@@ -444,20 +453,29 @@ impl Netns {
             .gateway
             .ok_or_else(|| BenchError::run("runsc's veth", "the address allocator gave no gateway"))?;
         ns.gateway = gateway;
-        let addr = format!("{}/{}", plan.address, plan.prefix_len);
-        ip(&["-n", &ns.name, "addr", "add", &addr, "dev", "eth0"])?;
+        ns.address = format!("{}/{}", plan.address, plan.prefix_len);
         ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
         ip(&["-n", &ns.name, "link", "set", "eth0", "up"])?;
+        ns.configure()?;
+        Ok(ns)
+    }
+
+    /// (Re)gives `eth0` its address and the default route. runsc's own network stack takes them
+    /// off the interface when it starts (so that the namespace's kernel does not answer for
+    /// them) and does not put them back: every run needs them anew.
+    fn configure(&self) -> Result<(), BenchError> {
+        ip(&["-n", &self.name, "addr", "replace", &self.address, "dev", "eth0"])?;
         ip(&[
             "-n",
-            &ns.name,
+            &self.name,
             "route",
-            "add",
+            "replace",
             "default",
             "via",
-            &gateway.to_string(),
-        ])?;
-        Ok(ns)
+            &self.gateway.to_string(),
+            "dev",
+            "eth0",
+        ])
     }
 }
 

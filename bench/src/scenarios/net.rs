@@ -58,8 +58,9 @@ pub fn run(bench: &mut Bench, peers: &mut Peers) {
 }
 
 /// runsc on a veth in a network namespace of its own, talking to the host's server: with its
-/// own network stack, or — where this runsc refuses to start that (see [`NETSTACK_REFUSED`]) —
-/// with the host kernel's, in the same namespace (`--network=host`), as the report notes.
+/// own network stack, or — where this runsc refuses to start that (see [`netstack_unusable`]) —
+/// with the host kernel's, in the same namespace
+/// (`--network=host`), as the report notes.
 fn runsc(bench: &mut Bench, peers: &mut Peers, port: u16, seconds: f64) {
     let peer = Peer::Runsc;
     if !peers.usable(bench, peer, Scenario::Net) {
@@ -87,17 +88,18 @@ fn runsc(bench: &mut Bench, peers: &mut Peers, port: u16, seconds: f64) {
     // One discarded run finds out whether runsc's own stack starts here.
     let run = setup(bench, peers, "net").and_then(|run| match peers.oci_run(&run) {
         Ok(_) => Ok(run),
-        Err(e) if e.to_string().contains(NETSTACK_REFUSED) => {
-            bench.note_once(format!(
-                "runsc net ran with --network=host (gVisor's hostinet: the Sentry intercepts the \
-                 socket calls and passes them to the host kernel, in the same network namespace \
-                 and on the same veth): its own stack (--network=sandbox) refused to start here \
-                 with \"{NETSTACK_REFUSED}\" — runsc 20221219 tells the root namespace by \
-                 /proc/sys/net/core/rmem_default, which newer kernels show in every namespace"
-            ));
-            setup(bench, peers, "net-hostinet")
-        }
-        Err(e) => Err(e),
+        Err(e) => match netstack_unusable(&e.to_string()) {
+            Some(why) => {
+                bench.note_once(format!(
+                    "runsc net ran with --network=host (gVisor's hostinet: the Sentry intercepts \
+                     the socket calls and passes them to the host kernel, in the same network \
+                     namespace and on the same veth), not with its own stack \
+                     (--network=sandbox): {why}. Its figures are hostinet's, not netstack's"
+                ));
+                setup(bench, peers, "net-hostinet")
+            }
+            None => Err(e),
+        },
     });
     match run {
         Ok(run) => bench.series(Scenario::Net, peer.name(), |_| {
@@ -110,6 +112,19 @@ fn runsc(bench: &mut Bench, peers: &mut Peers, port: u16, seconds: f64) {
 
 /// What runsc says when it takes a network namespace for the host's.
 const NETSTACK_REFUSED: &str = "cannot run with network enabled in root network namespace";
+
+/// Why runsc's own network stack cannot be measured here, from the error of its first run; `None`
+/// when the error is of another kind (then it is the series' failure).
+fn netstack_unusable(error: &str) -> Option<String> {
+    if error.contains(NETSTACK_REFUSED) {
+        Some(format!(
+            "it refused to start here with \"{NETSTACK_REFUSED}\" — runsc 20221219 tells the root \
+             namespace by /proc/sys/net/core/rmem_default, which newer kernels show in every namespace"
+        ))
+    } else {
+        None
+    }
+}
 
 /// Starts `sandbox-guest net serve` on the host on a free port.
 fn start_server() -> Result<(Held, u16), BenchError> {
@@ -150,4 +165,23 @@ fn samples(f: &Finished, what: &str) -> Result<Vec<Sample>, BenchError> {
             number(&v, &["request_response", "latency_p99_us"], what)?,
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_netstack_refusal_falls_back_to_hostinet() {
+        let refused = format!("runsc run (net) failed: exit status 128: {NETSTACK_REFUSED}");
+        assert!(netstack_unusable(&refused).is_some_and(|w| w.contains("rmem_default")));
+        // Any other failure of its own stack is the series' failure, not a reason to switch.
+        let unreachable = "runsc run (net) failed: exit status 1: sandbox-guest net: cannot \
+                           connect to 10.213.128.125:34245: No route to host (os error 113)";
+        assert_eq!(netstack_unusable(unreachable), None);
+        assert_eq!(
+            netstack_unusable("runsc run (net) failed: exit status 1: cannot open the bundle"),
+            None
+        );
+    }
 }

@@ -168,9 +168,9 @@ pub fn render(report: &Report) -> String {
 
 fn subject_section(s: &mut String, subject: &SubjectSetup) {
     let _ = writeln!(s, "\n### {}\n", subject.subject);
-    let mut chars = subject.description.trim_end_matches('.').chars();
-    if let Some(first) = chars.next() {
-        let _ = writeln!(s, "{}{}.\n", first.to_uppercase(), chars.as_str());
+    let description = subject.description.trim_end_matches('.');
+    if !description.is_empty() {
+        let _ = writeln!(s, "{}.\n", sentence_case(description));
     }
     for setting in &subject.settings {
         let _ = writeln!(s, "- **{}**: {}", setting.name, setting.value.replace('\n', " "));
@@ -194,6 +194,17 @@ fn subject_section(s: &mut String, subject: &SubjectSetup) {
             "<details><summary>{}</summary>\n\n```json\n{json}\n```\n\n</details>\n",
             c.name
         );
+    }
+}
+
+/// `text` with its first letter capitalised, unless its first word is a name spelt with a
+/// capital inside (`gVisor`, `iPerf`), which stays as it is.
+fn sentence_case(text: &str) -> String {
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(_), Some(second)) if second.is_uppercase() => text.to_string(),
+        (Some(first), _) => first.to_uppercase().chain(text.chars().skip(1)).collect(),
+        (None, _) => String::new(),
     }
 }
 
@@ -238,4 +249,18 @@ pub fn summary(report: &Report) -> String {
         let _ = writeln!(s, "{} series failed (see report.md)", report.failures.len());
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sentence_case;
+
+    #[test]
+    fn descriptions_start_with_a_capital_but_names_keep_their_spelling() {
+        assert_eq!(sentence_case("crun on a bundle"), "Crun on a bundle");
+        assert_eq!(sentence_case("gVisor's runsc"), "gVisor's runsc");
+        assert_eq!(sentence_case("QEMU microvm"), "QEMU microvm");
+        assert_eq!(sentence_case("x"), "X");
+        assert_eq!(sentence_case(""), "");
+    }
 }

@@ -81,8 +81,16 @@ named_enum!(
         Crun = "crun",
         /// runc (Debian package `runc`), an OCI bundle of the same image.
         Runc = "runc",
-        /// QEMU `-M microvm` (Debian package `qemu-system-x86`) booting the same kernel and root disk.
+        /// gVisor's `runsc` (Debian package `runsc`): the same bundle as runc, run on a kernel in
+        /// user space (its Sentry) instead of the host kernel.
+        Runsc = "runsc",
+        /// QEMU `-M microvm` (Debian package `qemu-system-x86`) as a speed-minded user runs it:
+        /// QEMU's documented fast microvm options, our kernel parameters, the faster kernel
+        /// format; the same kernel, root disk, plan and `sandbox-guest init` as VM mode.
         QemuMicrovm = "qemu-microvm",
+        /// QEMU `-M microvm` with its defaults and a minimal kernel command line (the bench's
+        /// peer before the tuned one existed); the same guest work as the tuned one.
+        QemuMicrovmDefault = "qemu-microvm-default",
     }
 );
 
@@ -114,6 +122,18 @@ pub struct Config {
     /// The `sandbox` binary the sandboxes are launched with.
     #[serde(skip)]
     pub sandbox_bin: PathBuf,
+}
+
+impl Peer {
+    /// The OCI runtimes among the peers (they run a bundle of the image).
+    pub fn is_oci(self) -> bool {
+        matches!(self, Peer::SandboxRuntime | Peer::Crun | Peer::Runc | Peer::Runsc)
+    }
+
+    /// The QEMU configurations among the peers.
+    pub fn is_qemu(self) -> bool {
+        matches!(self, Peer::QemuMicrovm | Peer::QemuMicrovmDefault)
+    }
 }
 
 impl Config {
@@ -183,8 +203,9 @@ mod tests {
     fn lists_parse_and_unknown_names_are_explained() {
         let s: Vec<Scenario> = parse_list("boot, net,cpu").unwrap();
         assert_eq!(s, vec![Scenario::Boot, Scenario::Net, Scenario::Cpu]);
-        let p: Vec<Peer> = parse_list("qemu-microvm").unwrap();
-        assert_eq!(p, vec![Peer::QemuMicrovm]);
+        let p: Vec<Peer> = parse_list("qemu-microvm,runsc,qemu-microvm-default").unwrap();
+        assert_eq!(p, vec![Peer::QemuMicrovm, Peer::Runsc, Peer::QemuMicrovmDefault]);
+        assert!(Peer::ALL.iter().all(|p| p.is_oci() != p.is_qemu()));
         let err = parse_list::<Mode>("vm,lxc").unwrap_err();
         assert!(err.contains("\"lxc\"") && err.contains("vm, container"), "{err}");
     }

@@ -158,7 +158,8 @@ pub fn peer_program(peer: Peer) -> String {
             .map_or_else(|| "sandbox-runtime".to_string(), |p| p.display().to_string()),
         Peer::Crun => "crun".into(),
         Peer::Runc => "runc".into(),
-        Peer::QemuMicrovm => "qemu-system-x86_64".into(),
+        Peer::Runsc => "runsc".into(),
+        Peer::QemuMicrovm | Peer::QemuMicrovmDefault => "qemu-system-x86_64".into(),
     }
 }
 
@@ -182,7 +183,8 @@ fn peer_info(peer: Peer) -> PeerInfo {
             }
             Peer::Crun => "crun",
             Peer::Runc => "runc",
-            Peer::QemuMicrovm => "qemu-system-x86",
+            Peer::Runsc => "runsc",
+            Peer::QemuMicrovm | Peer::QemuMicrovmDefault => "qemu-system-x86",
         };
         format!(
             "{} is not installed: run `apt-get install {package}` (in the lab, also pass `--tool {}`)",

@@ -52,6 +52,7 @@ pub fn run(config: Config) -> Result<Report, BenchError> {
         measurements: bench.measurements,
         targets: Vec::new(),
         notes: bench.notes,
+        subjects: bench.subjects,
         failures: bench.failures,
         charts: Vec::new(),
         duration_seconds: started.elapsed().as_secs_f64(),

@@ -104,6 +104,17 @@ impl SandboxCommand {
         cmd
     }
 
+    /// The command line it runs, the outcome file shown as `OUTCOME.json` (for the report).
+    pub fn argv(&self) -> Vec<String> {
+        let cmd = self.build(Path::new("OUTCOME.json"));
+        std::iter::once(self.bin.file_name().map_or_else(
+            || self.bin.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ))
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect()
+    }
+
     fn describe(&self) -> String {
         format!("sandbox run --mode {} -- {}", self.mode, self.command.join(" "))
     }
@@ -340,6 +351,38 @@ impl Held {
         self.finish()
     }
 
+    /// Waits for the process to end by itself, for at most `timeout` since it was spawned (then
+    /// it is killed, and that is an error); collects the rest of its output and its Outcome.
+    pub fn finish_within(&mut self, timeout: Duration) -> Result<Finished, BenchError> {
+        let left = (self.started + timeout).saturating_duration_since(Instant::now());
+        let pid = libc::pid_t::try_from(self.child.id()).ok();
+        let (done, watch) = mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if let (Err(mpsc::RecvTimeoutError::Timeout), Some(pid)) = (watch.recv_timeout(left), pid) {
+                // SAFETY: kill(2) involves no memory. The pid is our child's, not reaped until
+                // the wait below returns (and `done` is sent right after it).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return true;
+            }
+            false
+        });
+        let f = self.finish();
+        let _ = done.send(());
+        if watchdog.join().unwrap_or(false) {
+            let f = f?;
+            return Err(BenchError::run(
+                &self.what,
+                format!(
+                    "still running {} s after it started: killed ({} {})",
+                    timeout.as_secs(),
+                    tail(&f.stdout),
+                    tail(&f.stderr)
+                ),
+            ));
+        }
+        f
+    }
+
     /// Waits for the process to end; collects the rest of its output and its Outcome.
     pub fn finish(&mut self) -> Result<Finished, BenchError> {
         let status = self
@@ -566,6 +609,25 @@ Pss:                   8 kB
         let f = held.finish().unwrap();
         assert_eq!(f.status, 0);
         assert!(f.stdout.contains("done"), "{}", f.stdout);
+    }
+
+    #[test]
+    fn a_held_process_that_does_not_end_in_time_is_killed_and_an_error() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo started; exec sleep 30"]);
+        let mut held = Held::spawn(&mut cmd, "sleeper", None).unwrap();
+        held.wait_ready(|l| l == "started", Duration::from_secs(10))
+            .unwrap();
+        let begun = Instant::now();
+        let err = held
+            .finish_within(Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sleeper") && err.contains("killed"), "{err}");
+        assert!(begun.elapsed() < Duration::from_secs(10));
+        let mut quick = Command::new("true");
+        let mut held = Held::spawn(&mut quick, "true", None).unwrap();
+        assert_eq!(held.finish_within(Duration::from_secs(10)).unwrap().status, 0);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::config::{Config, Mode, Scenario};
 use crate::environment::{Environment, Place};
 use crate::error::BenchError;
-use crate::report::{Better, Failure, Measurement};
+use crate::report::{Better, Failure, Measurement, SubjectSetup};
 use crate::stats::Stats;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -44,6 +44,8 @@ pub struct Bench {
     pub measurements: Vec<Measurement>,
     pub notes: Vec<String>,
     pub failures: Vec<Failure>,
+    /// How each subject was run (command lines, configuration), in first-use order.
+    pub subjects: Vec<SubjectSetup>,
     progress: ProgressBar,
 }
 
@@ -61,6 +63,7 @@ impl Bench {
             measurements: Vec::new(),
             notes: Vec::new(),
             failures: Vec::new(),
+            subjects: Vec::new(),
             progress,
         }
     }
@@ -74,7 +77,7 @@ impl Bench {
             if mode == Mode::Vm && !place.can_boot_vms() {
                 self.note_once(format!(
                     "VM mode skipped: this host's KVM ({}) cannot boot stock guest kernels; run \
-                     `sandbox lab --tool crun --tool runc --tool qemu-system-x86_64 --include \
+                     `sandbox lab --tool crun --tool runc --tool runsc --tool qemu-system-x86_64 --include \
                      /usr/share/qemu:/usr/share/qemu --export /root/bench:DIR -- bench --out /root/bench` \
                      for both modes under the same emulation",
                     self.env.kvm_kind
@@ -91,6 +94,18 @@ impl Bench {
         if !self.notes.contains(&note) {
             self.notes.push(note);
         }
+    }
+
+    /// The setup record of `subject`, created with `description` on first use.
+    pub fn subject(&mut self, subject: &str, description: &str) -> &mut SubjectSetup {
+        let i = match self.subjects.iter().position(|s| s.subject == subject) {
+            Some(i) => i,
+            None => {
+                self.subjects.push(SubjectSetup::new(subject, description));
+                self.subjects.len() - 1
+            }
+        };
+        &mut self.subjects[i]
     }
 
     /// Records that `subject` of `scenario` could not be measured.

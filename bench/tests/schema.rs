@@ -84,6 +84,15 @@ fn quick_container_run_validates_against_the_schema() {
         ("syscall", "native"),
         ("disk", "native"),
         ("net", "native"),
+        ("boot", "crun"),
+        ("boot", "runc"),
+        ("boot", "runsc"),
+        ("memory", "runsc"),
+        ("syscall", "runsc"),
+        ("cpu", "runsc"),
+        ("disk", "runsc/root"),
+        ("disk", "runsc/volume"),
+        ("net", "runsc"),
     ] {
         assert!(
             measurements
@@ -108,13 +117,32 @@ fn quick_container_run_validates_against_the_schema() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.starts_with("# sandbox bench report\n\n## Environment"), "{md}");
     assert!(md.contains(report["environment"]["cpu_model"].as_str().unwrap()));
+    // Every measured subject says how it was run: its command lines, and the OCI runtimes the
+    // config.json they got.
+    let subjects = report["subjects"].as_array().unwrap();
+    for name in ["container", "native", "crun", "runc", "runsc"] {
+        let s = subjects
+            .iter()
+            .find(|s| s["subject"] == name)
+            .unwrap_or_else(|| panic!("no setup recorded for {name}"));
+        assert!(!s["commands"].as_array().unwrap().is_empty(), "{name}: {s}");
+    }
+    let runsc = subjects.iter().find(|s| s["subject"] == "runsc").unwrap();
+    assert!(
+        runsc["configs"][0]["content"]["process"]["args"] == serde_json::json!(["/bin/true"]),
+        "{runsc}"
+    );
+    assert!(
+        md.contains("## How each subject was run") && md.contains("runsc --network=none run --bundle"),
+        "{md}"
+    );
 }
 
 #[test]
 fn the_schema_rejects_a_report_missing_its_environment_or_with_a_bad_subject() {
     let validator = schema();
     let minimal = serde_json::json!({
-        "schema_version": 1,
+        "schema_version": 2,
         "environment": {
             "place": "native", "place_description": "native (hardware KVM)", "cpu_model": "x",
             "cpus": 1, "memory_total_mib": 1, "host_kernel": "6.1", "kvm_kind": "hardware (svm)",
@@ -134,7 +162,11 @@ fn the_schema_rejects_a_report_missing_its_environment_or_with_a_bad_subject() {
             {"name": "vm-boot", "description": "d", "unit": "ms", "measured": 1.0, "limit": 2.0, "met": true, "note": ""},
             {"name": "vmm-overhead", "description": "d", "unit": "MiB", "measured": null, "limit": 5.0, "met": null, "note": ""}
         ],
-        "notes": [], "failures": [], "charts": ["boot-ready-ms.svg"], "duration_seconds": 1.0
+        "notes": [],
+        "subjects": [{"subject": "runsc", "description": "gVisor", "settings": [{"name": "platform", "value": "ptrace"}],
+                      "commands": [{"scenario": "boot", "purpose": "true", "argv": ["runsc", "--network=none", "run", "--bundle", "B", "ID"]}],
+                      "configs": [{"name": "config.json", "content": {"ociVersion": "1.0.2"}}]}],
+        "failures": [], "charts": ["boot-ready-ms.svg"], "duration_seconds": 1.0
     });
     assert!(
         errors(&validator, &minimal).is_empty(),
@@ -156,6 +188,17 @@ fn the_schema_rejects_a_report_missing_its_environment_or_with_a_bad_subject() {
         !errors(&validator, &both).is_empty(),
         "a peer is either installed or has a hint"
     );
+
+    let mut no_command = minimal.clone();
+    no_command["subjects"][0]["commands"][0]["argv"] = serde_json::json!([]);
+    assert!(
+        !errors(&validator, &no_command).is_empty(),
+        "a command has a program"
+    );
+
+    let mut gvisor_variant = minimal.clone();
+    gvisor_variant["measurements"][0]["subject"] = "runsc/volume".into();
+    assert!(errors(&validator, &gvisor_variant).is_empty());
 
     let mut text_number = minimal;
     text_number["measurements"][0]["stats"]["median"] = "1.0".into();

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 const EXAMPLES: &str = "\
 Examples:
   sandbox bench --quick --modes container --out /tmp/bench
-  sandbox bench --scenario boot,memory --peers crun,runc --runs 20
-  sandbox lab --tool crun --tool runc --tool qemu-system-x86_64 --include /usr/share/qemu:/usr/share/qemu \\
+  sandbox bench --scenario boot,memory --peers crun,runc,runsc --runs 20
+  sandbox lab --tool crun --tool runc --tool runsc --tool qemu-system-x86_64 --include /usr/share/qemu:/usr/share/qemu \\
       --export /root/bench:./bench-lab -- bench --quick --out /root/bench      (VM mode on a PVM host)";
 
 /// Measure both modes and the peers; write a report with charts.
@@ -22,7 +22,8 @@ pub struct Args {
     /// Modes, comma-separated: vm,container (default: both; VM mode needs hardware KVM or the lab).
     #[arg(long, value_name = "LIST")]
     modes: Option<String>,
-    /// Peers, comma-separated: crun,runc,qemu-microvm (default: all installed; `none` for none).
+    /// Peers, comma-separated: sandbox-runtime,crun,runc,runsc,qemu-microvm,qemu-microvm-default
+    /// (default: all installed; `none` for none).
     #[arg(long, value_name = "LIST")]
     peers: Option<String>,
     /// Measured runs per scenario, mode and peer (default 10; 3 with --quick).

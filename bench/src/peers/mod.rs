@@ -1,30 +1,36 @@
-//! The peers: sandbox-runtime (this project's OCI path), crun and runc on an OCI bundle of the
-//! same image, QEMU `-M microvm` booting the
-//! same guest kernel and a root disk of the same image. Prepared once, on first use; a peer that
-//! is missing is skipped with a note saying how to install it.
+//! The peers: the OCI runtimes (sandbox-runtime, crun, runc, gVisor's runsc) on an OCI bundle of
+//! the same image, and QEMU `-M microvm` in two configurations booting the same guest kernel,
+//! root disk and plan as VM mode. Prepared once, on first use; a peer that is missing is skipped
+//! with a note saying how to install it.
 
 pub mod oci;
 pub mod qemu;
 
 use crate::config::{Peer, Scenario};
 use crate::error::BenchError;
+use crate::process::{Finished, Memory};
 use crate::runner::Bench;
 use std::path::PathBuf;
+use std::time::Duration;
+
+pub use oci::{hold_env, OciHold, OciRun, HOLD_ARGS};
+pub use qemu::Work as QemuWork;
 
 /// The prepared peers of a run.
 #[derive(Default)]
 pub struct Peers {
     work: Option<tempfile::TempDir>,
     rootfs: Option<PathBuf>,
-    content_key: String,
+    image: Option<sandbox_image::ResolvedImage>,
     oci: oci::Oci,
     qemu: qemu::Qemu,
     refused: Vec<Peer>,
 }
 
 impl Peers {
-    /// Whether `peer` was asked for, is installed and can be prepared; notes why not otherwise.
-    pub fn usable(&mut self, bench: &mut Bench, peer: Peer) -> bool {
+    /// Whether `peer` was asked for, is installed and can be prepared; notes why not otherwise
+    /// (a preparation error is recorded as a failure of `scenario`).
+    pub fn usable(&mut self, bench: &mut Bench, peer: Peer, scenario: Scenario) -> bool {
         if !bench.config.peers.contains(&peer) || self.refused.contains(&peer) {
             return false;
         }
@@ -37,7 +43,7 @@ impl Peers {
             self.refused.push(peer);
             return false;
         }
-        if peer == Peer::QemuMicrovm && !bench.env.place.can_boot_vms() {
+        if peer.is_qemu() && !bench.env.place.can_boot_vms() {
             bench.note_once(format!(
                 "{peer} skipped: this host's KVM ({}) cannot boot stock guest kernels; the lab run \
                  (`sandbox lab ... -- bench`) measures it",
@@ -49,7 +55,7 @@ impl Peers {
         match self.prepare(bench, peer) {
             Ok(()) => true,
             Err(e) => {
-                bench.fail(Scenario::Boot, peer.name(), &e);
+                bench.fail(scenario, peer.name(), &e);
                 self.refused.push(peer);
                 false
             }
@@ -67,33 +73,80 @@ impl Peers {
             let rootfs = work.path().join("rootfs");
             bench.say(&format!("unpacking image {} for the peers", bench.config.image));
             image.flatten_into(&rootfs)?;
-            self.content_key = image.content_key().replace(':', "-");
+            self.image = Some(image);
             self.rootfs = Some(rootfs);
             self.work = Some(work);
         }
-        let (Some(work), Some(rootfs)) = (&self.work, &self.rootfs) else {
+        let (Some(work), Some(rootfs), Some(image)) = (&self.work, &self.rootfs, &self.image) else {
             return Err(BenchError::run("preparing the peers", "no work directory"));
         };
-        match peer {
-            Peer::SandboxRuntime | Peer::Crun | Peer::Runc => {
-                self.oci.prepare(bench, peer, work.path(), rootfs)
+        if peer.is_oci() {
+            self.oci.prepare(bench, peer, work.path(), rootfs)
+        } else {
+            self.qemu.prepare(bench, image)?;
+            if peer == Peer::QemuMicrovm {
+                self.qemu.choose_kernel(bench)?;
             }
-            Peer::QemuMicrovm => self.qemu.prepare(bench, rootfs, &self.content_key),
+            Ok(())
         }
     }
 
-    /// Runs `/bin/true` in a fresh container of `peer`; the wall clock from spawn to exit.
-    pub fn oci_true(&mut self, peer: Peer) -> Result<std::time::Duration, BenchError> {
-        self.oci.run_true(peer)
+    /// The image the peers run (resolved on first use).
+    pub fn image(&self) -> Option<&sandbox_image::ResolvedImage> {
+        self.image.as_ref()
     }
 
-    /// Boots the QEMU microvm to its ready line and lets it reboot at once: (ready, exit) times.
-    pub fn qemu_boot(&mut self) -> Result<(std::time::Duration, std::time::Duration), BenchError> {
-        self.qemu.boot()
+    /// Makes `peer`'s bundle for `purpose` and records its command line (see
+    /// [`oci::Oci::setup`]): `args` replaces the process's, `edit` changes the rest.
+    pub fn oci_setup(
+        &mut self,
+        bench: &mut Bench,
+        scenario: Scenario,
+        peer: Peer,
+        purpose: &str,
+        args: Option<&[&str]>,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Result<OciRun, BenchError> {
+        self.oci.setup(bench, scenario, peer, purpose, args, edit)
     }
 
-    /// Boots the QEMU microvm and reads its memory once the guest is ready.
-    pub fn qemu_memory(&mut self) -> Result<crate::process::Memory, BenchError> {
-        self.qemu.memory()
+    /// Runs a prepared bundle once to its end.
+    pub fn oci_run(&mut self, run: &OciRun) -> Result<Finished, BenchError> {
+        self.oci.run(run)
+    }
+
+    /// Starts a prepared hold bundle; returns once its workload said ready.
+    pub fn oci_hold(&mut self, run: &OciRun) -> Result<OciHold, BenchError> {
+        self.oci.hold(run)
+    }
+
+    /// runsc's network namespace for the net scenario: (gateway, namespace path).
+    pub fn runsc_network(&mut self) -> Result<(std::net::Ipv4Addr, String), BenchError> {
+        let gw = self.oci.net_gateway()?;
+        let path = self
+            .oci
+            .net_namespace_path()
+            .ok_or_else(|| BenchError::run("runsc net", "no network namespace"))?;
+        Ok((gw, path))
+    }
+
+    /// Boots `peer` (a QEMU configuration) to its ready line and lets it end: (ready, exit).
+    pub fn qemu_boot(&mut self, peer: Peer) -> Result<(Duration, Duration), BenchError> {
+        self.qemu.boot_ready(peer)
+    }
+
+    /// Boots `peer` running `true`: spawn to exit.
+    pub fn qemu_true(&mut self, peer: Peer) -> Result<Duration, BenchError> {
+        self.qemu.boot_true(peer)
+    }
+
+    /// Boots `peer` and reads its memory once the guest is ready.
+    pub fn qemu_memory(&mut self, peer: Peer) -> Result<Memory, BenchError> {
+        self.qemu.memory(peer)
+    }
+
+    /// Records `peer`'s QEMU configuration and the command line of `work` in the report.
+    pub fn qemu_describe(&self, bench: &mut Bench, peer: Peer, scenario: Scenario, work: QemuWork) {
+        self.qemu.describe(bench, peer, scenario, work);
     }
 }

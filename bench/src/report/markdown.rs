@@ -1,6 +1,6 @@
 //! `report.md` and the summary table printed at the end of a run.
 
-use super::{Report, Target};
+use super::{shell_line, Report, SubjectSetup, Target};
 use std::fmt::Write;
 
 fn num(v: f64) -> String {
@@ -145,6 +145,18 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
+    if !report.subjects.is_empty() {
+        let _ = writeln!(s, "\n## How each subject was run\n");
+        let _ = writeln!(
+            s,
+            "The exact command lines and configuration behind every number above (temporary \
+             paths as they were in this run; `ID` and `OUTCOME.json` stand for a fresh container \
+             id and the launcher's outcome file, `root-N.ext4` for a run's own root-disk copy)."
+        );
+        for subject in &report.subjects {
+            subject_section(&mut s, subject);
+        }
+    }
     if !report.charts.is_empty() {
         let _ = writeln!(s, "\n## Charts\n\nBars are medians; whiskers span min to p95.\n");
         for c in &report.charts {
@@ -152,6 +164,48 @@ pub fn render(report: &Report) -> String {
         }
     }
     s
+}
+
+fn subject_section(s: &mut String, subject: &SubjectSetup) {
+    let _ = writeln!(s, "\n### {}\n", subject.subject);
+    let description = subject.description.trim_end_matches('.');
+    if !description.is_empty() {
+        let _ = writeln!(s, "{}.\n", sentence_case(description));
+    }
+    for setting in &subject.settings {
+        let _ = writeln!(s, "- **{}**: {}", setting.name, setting.value.replace('\n', " "));
+    }
+    if !subject.settings.is_empty() {
+        s.push('\n');
+    }
+    for c in &subject.commands {
+        let _ = writeln!(
+            s,
+            "{} ({}):\n\n```sh\n{}\n```\n",
+            c.scenario,
+            c.purpose,
+            shell_line(&c.argv)
+        );
+    }
+    for c in &subject.configs {
+        let json = serde_json::to_string_pretty(&c.content).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "<details><summary>{}</summary>\n\n```json\n{json}\n```\n\n</details>\n",
+            c.name
+        );
+    }
+}
+
+/// `text` with its first letter capitalised, unless its first word is a name spelt with a
+/// capital inside (`gVisor`, `iPerf`), which stays as it is.
+fn sentence_case(text: &str) -> String {
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(_), Some(second)) if second.is_uppercase() => text.to_string(),
+        (Some(first), _) => first.to_uppercase().chain(text.chars().skip(1)).collect(),
+        (None, _) => String::new(),
+    }
 }
 
 /// The short table printed to stdout when the run ends.
@@ -195,4 +249,18 @@ pub fn summary(report: &Report) -> String {
         let _ = writeln!(s, "{} series failed (see report.md)", report.failures.len());
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sentence_case;
+
+    #[test]
+    fn descriptions_start_with_a_capital_but_names_keep_their_spelling() {
+        assert_eq!(sentence_case("crun on a bundle"), "Crun on a bundle");
+        assert_eq!(sentence_case("gVisor's runsc"), "gVisor's runsc");
+        assert_eq!(sentence_case("QEMU microvm"), "QEMU microvm");
+        assert_eq!(sentence_case("x"), "X");
+        assert_eq!(sentence_case(""), "");
+    }
 }

@@ -1,15 +1,16 @@
-//! boot: launch → the workload's `ready`, broken into the launcher's phases (container:
-//! namespaces, rootfs, exec; VM: VMM set-up, kernel, init), plus the wall clock to exit
-//! (`wall_ms`) and the wall clock of a `true` run (`true_wall_ms`, what the OCI peers run); the
-//! peers start `/bin/true` (sandbox-runtime, crun, runc: `true_wall_ms`, each `<runtime> run` of
-//! one bundle) or boot the same kernel to a ready line
-//! (QEMU microvm: `ready_ms`, and `wall_ms` to its exit).
+//! boot: each subject's launch, measured the same way for all — the harness's wall clock from
+//! spawn to the workload's `ready` line on the subject's stdout (`ready_wall_ms`: our modes and
+//! both QEMU configurations, all running `sandbox-guest ready` under `sandbox-guest init` with
+//! the same plan), to its exit (`wall_ms`), and from spawn to the exit of a `true` run
+//! (`true_wall_ms`: every subject, the only figure the OCI runtimes have). Our modes add the
+//! launcher's own phases as the breakdown (`ready_ms`, `phase_*_ms`: container namespaces,
+//! rootfs, exec; VM disks, VMM set-up, kernel, init).
 
-use super::sandbox;
+use super::{ready_timeout, record, sandbox};
 use crate::config::{Peer, Scenario};
 use crate::error::BenchError;
-use crate::peers::Peers;
-use crate::process::ms;
+use crate::peers::{Peers, QemuWork};
+use crate::process::{is_ready_result, ms, RUN_TIMEOUT};
 use crate::runner::{Bench, Sample};
 use sandbox_spec::{phase, Outcome};
 
@@ -17,33 +18,55 @@ pub fn run(bench: &mut Bench, peers: &mut Peers) {
     for mode in bench.modes() {
         let cmd = sandbox(bench, mode, &["sandbox-guest", "ready"]);
         let true_cmd = sandbox(bench, mode, &["true"]);
+        record(bench, mode.name(), Scenario::Boot, "ready", &cmd);
+        record(bench, mode.name(), Scenario::Boot, "true", &true_cmd);
         bench.series(Scenario::Boot, mode.name(), |_| {
-            let f = cmd.run()?.check(&format!("{mode} boot"))?;
-            let outcome = f.outcome.as_ref().ok_or_else(|| {
-                BenchError::run(format!("{mode} boot"), "the launcher wrote no --outcome JSON")
-            })?;
+            let what = format!("{mode} boot");
+            let mut held = cmd.spawn()?;
+            let ready_wall = held.wait_ready(is_ready_result, ready_timeout(mode))?;
+            let f = held.finish_within(RUN_TIMEOUT)?.check(&what)?;
+            let outcome = f
+                .outcome
+                .as_ref()
+                .ok_or_else(|| BenchError::run(&what, "the launcher wrote no --outcome JSON"))?;
             let mut samples = phase_samples(outcome)
-                .ok_or_else(|| BenchError::run(format!("{mode} boot"), "the outcome has no `ready` phase"))?;
+                .ok_or_else(|| BenchError::run(&what, "the outcome has no `ready` phase"))?;
+            samples.push(Sample::lower("ready_wall_ms", "ms", ms(ready_wall)));
             samples.push(Sample::lower("wall_ms", "ms", ms(f.wall)));
             let t = true_cmd.run()?.check(&format!("{mode} true"))?;
             samples.push(Sample::lower("true_wall_ms", "ms", ms(t.wall)));
             Ok(samples)
         });
     }
-    for peer in [Peer::SandboxRuntime, Peer::Crun, Peer::Runc] {
-        if peers.usable(bench, peer) {
-            bench.series(Scenario::Boot, peer.name(), |_| {
-                let wall = peers.oci_true(peer)?;
-                Ok(vec![Sample::lower("true_wall_ms", "ms", ms(wall))])
-            });
+    for peer in [Peer::SandboxRuntime, Peer::Crun, Peer::Runc, Peer::Runsc] {
+        if !peers.usable(bench, peer, Scenario::Boot) {
+            continue;
         }
+        let run = match peers.oci_setup(bench, Scenario::Boot, peer, "true", None, |_| {}) {
+            Ok(r) => r,
+            Err(e) => {
+                bench.fail(Scenario::Boot, peer.name(), &e);
+                continue;
+            }
+        };
+        bench.series(Scenario::Boot, peer.name(), |_| {
+            let wall = peers.oci_run(&run)?.wall;
+            Ok(vec![Sample::lower("true_wall_ms", "ms", ms(wall))])
+        });
     }
-    if peers.usable(bench, Peer::QemuMicrovm) {
-        bench.series(Scenario::Boot, Peer::QemuMicrovm.name(), |_| {
-            let (ready, wall) = peers.qemu_boot()?;
+    for peer in [Peer::QemuMicrovm, Peer::QemuMicrovmDefault] {
+        if !peers.usable(bench, peer, Scenario::Boot) {
+            continue;
+        }
+        peers.qemu_describe(bench, peer, Scenario::Boot, QemuWork::Ready);
+        peers.qemu_describe(bench, peer, Scenario::Boot, QemuWork::True);
+        bench.series(Scenario::Boot, peer.name(), |_| {
+            let (ready, wall) = peers.qemu_boot(peer)?;
+            let t = peers.qemu_true(peer)?;
             Ok(vec![
-                Sample::lower("ready_ms", "ms", ms(ready)),
+                Sample::lower("ready_wall_ms", "ms", ms(ready)),
                 Sample::lower("wall_ms", "ms", ms(wall)),
+                Sample::lower("true_wall_ms", "ms", ms(t)),
             ])
         });
     }

@@ -2,16 +2,20 @@
 //! virtio-blk in a VM), (b) a volume (bind mount vs a second virtio-blk), (c) the host natively;
 //! plus the union-fs copy-up cost: the first append to a large file that came with the image
 //! (overlayfs copies the whole file up first), beside the first append to a one-byte one.
+//! gVisor (runsc) runs the same workload on a writable copy of the image's root and on the same
+//! volume as a bind mount: every file operation goes through its Sentry and its gofer.
 
 use super::compute::{number, run_native};
-use super::sandbox;
-use crate::config::Scenario;
+use super::{record, sandbox};
+use crate::config::{Peer, Scenario};
 use crate::error::BenchError;
+use crate::peers::Peers;
 use crate::process::Finished;
 use crate::runner::{Bench, Sample};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 
-pub fn run(bench: &mut Bench) {
+pub fn run(bench: &mut Bench, peers: &mut Peers) {
     let sizes = bench.config.sizes();
     let mib = sizes.disk_mib.to_string();
     let scratch = match scratch_dir() {
@@ -32,6 +36,7 @@ pub fn run(bench: &mut Bench) {
                 &format!("mkdir -p /bench-disk && exec sandbox-guest disk --path /bench-disk --mib {mib}"),
             ],
         );
+        record(bench, &format!("{mode}/root"), Scenario::Disk, "workload", &root);
         bench.series(Scenario::Disk, &format!("{mode}/root"), |_| {
             let what = format!("{mode} disk on the image root");
             samples(&root.run()?.check(&what)?, &what)
@@ -43,16 +48,87 @@ pub fn run(bench: &mut Bench) {
         )
         .flag("--volume")
         .flag(format!("{vol}:/vol"));
+        record(
+            bench,
+            &format!("{mode}/volume"),
+            Scenario::Disk,
+            "workload",
+            &volume,
+        );
         bench.series(Scenario::Disk, &format!("{mode}/volume"), |_| {
             let what = format!("{mode} disk on a volume");
             samples(&volume.run()?.check(&what)?, &what)
         });
     }
+    runsc(bench, peers, scratch.path(), &mib);
+    super::record_native(bench, Scenario::Disk, &["disk", "--path", &vol, "--mib", &mib]);
     bench.series(Scenario::Disk, "native", |_| {
         let what = "native disk";
         samples(&run_native(&["disk", "--path", &vol, "--mib", &mib], what)?, what)
     });
     copy_up(bench, sizes.copy_up_mib);
+}
+
+/// runsc/root (a writable copy of the image's root, on the same disk as the volume) and
+/// runsc/volume (the volume as a bind mount).
+fn runsc(bench: &mut Bench, peers: &mut Peers, scratch: &Path, mib: &str) {
+    let peer = Peer::Runsc;
+    if !peers.usable(bench, peer, Scenario::Disk) {
+        return;
+    }
+    let guest = sandbox_protocol::GUEST_PATH_IN_IMAGE;
+    let root_copy = scratch.join("runsc-root");
+    let made = peers
+        .image()
+        .ok_or_else(|| BenchError::run("runsc disk", "the image was not resolved"))
+        .and_then(|image| Ok(image.flatten_into(&root_copy)?));
+    let script = format!("mkdir -p /bench-disk && exec {guest} disk --path /bench-disk --mib {mib}");
+    let root = made.and_then(|()| {
+        let path = root_copy.display().to_string();
+        peers.oci_setup(
+            bench,
+            Scenario::Disk,
+            peer,
+            "disk-root",
+            Some(&["/bin/sh", "-c", &script]),
+            |c| {
+                c["root"]["path"] = path.into();
+                c["root"]["readonly"] = false.into();
+            },
+        )
+    });
+    match root {
+        Ok(run) => bench.series(Scenario::Disk, "runsc/root", |_| {
+            let what = "runsc disk on a writable copy of the image root";
+            samples(&peers.oci_run(&run)?, what)
+        }),
+        Err(e) => bench.fail(Scenario::Disk, "runsc/root", &e),
+    }
+    let vol = scratch.display().to_string();
+    let volume = peers.oci_setup(
+        bench,
+        Scenario::Disk,
+        peer,
+        "disk-volume",
+        Some(&[guest, "disk", "--path", "/vol", "--mib", mib]),
+        |c| {
+            if let Some(mounts) = c["mounts"].as_array_mut() {
+                mounts.push(json!({
+                    "destination": "/vol",
+                    "type": "bind",
+                    "source": vol,
+                    "options": ["rbind", "rw"]
+                }));
+            }
+        },
+    );
+    match volume {
+        Ok(run) => bench.series(Scenario::Disk, "runsc/volume", |_| {
+            let what = "runsc disk on a volume";
+            samples(&peers.oci_run(&run)?, what)
+        }),
+        Err(e) => bench.fail(Scenario::Disk, "runsc/volume", &e),
+    }
 }
 
 /// A directory for the volume and native runs, on the disk that holds the sandbox cache (not
@@ -143,6 +219,13 @@ fn copy_up(bench: &mut Bench, mib: u64) {
     for mode in bench.modes() {
         let mut cmd = sandbox(bench, mode, &["sh", "-c", script]);
         cmd.image = image.clone();
+        record(
+            bench,
+            &format!("{mode}/copy-up"),
+            Scenario::Disk,
+            "workload",
+            &cmd,
+        );
         bench.series(Scenario::Disk, &format!("{mode}/copy-up"), |_| {
             let what = format!("{mode} first appends");
             let f = cmd.run()?.check(&what)?;

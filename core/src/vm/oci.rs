@@ -311,6 +311,17 @@ impl Backend for OciVm {
 
     fn kill(&self, state: &State, signal: i32, all: bool) -> Result<(), CoreError> {
         let socket = self.dir_of(state).join(VSOCK_SOCKET_NAME);
+        // KILL to every process (`delete --force`, `kill --all KILL`): the whole VM, at once.
+        if all && signal == libc::SIGKILL {
+            return match nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(state.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            ) {
+                // Already gone: nothing is left to kill.
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+                Err(e) => Err(sys("cannot kill the VM's holder", Path::new("/proc"))(e)),
+            };
+        }
         // Started: the workload gets it in the guest. Before that (or with the agent gone),
         // the holder does: SIGTERM and SIGINT stop the VM, SIGKILL ends it at once.
         if state.started && socket.exists() {

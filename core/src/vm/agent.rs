@@ -17,7 +17,7 @@ use sandbox_protocol::agent::{
 pub use sandbox_protocol::agent::{ExecRequest, Process, Stats, VERSION, VSOCK_SOCKET_NAME};
 use serde::de::DeserializeOwned;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -481,14 +481,13 @@ impl ExecSession {
     }
 }
 
-/// Copies the local stdin to the process until its end (then ends the process's stdin), the
-/// session's end, or `stop` (closed by the pump).
-fn copy_stdin(stdin: BorrowedFd<'_>, stop: &OwnedFd, controller: &Controller) {
-    let mut buf = vec![0u8; CHUNK];
+/// Waits until `fd` is readable (true), or `stop` is readable or closed, or polling fails
+/// (false).
+pub(crate) fn readable_unless_stopped(fd: BorrowedFd<'_>, stop: BorrowedFd<'_>) -> bool {
     loop {
         let mut fds = [
             libc::pollfd {
-                fd: stdin.as_raw_fd(),
+                fd: fd.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -503,9 +502,18 @@ fn copy_stdin(stdin: BorrowedFd<'_>, stop: &OwnedFd, controller: &Controller) {
             if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            return;
+            return false;
         }
-        if fds[1].revents != 0 {
+        return fds[1].revents == 0;
+    }
+}
+
+/// Copies the local stdin to the process until its end (then ends the process's stdin), the
+/// session's end, or `stop` (closed by the pump).
+fn copy_stdin(stdin: BorrowedFd<'_>, stop: &OwnedFd, controller: &Controller) {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        if !readable_unless_stopped(stdin, stop.as_fd()) {
             return;
         }
         match nix::unistd::read(stdin, &mut buf) {

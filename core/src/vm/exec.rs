@@ -10,7 +10,7 @@ use crate::error::CoreError;
 use crate::terminal;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -187,26 +187,7 @@ impl Drop for Forwarding {
 /// The forwarder's loop: a signal read from `fd` goes to the process until `stop` closes.
 fn forward(fd: &OwnedFd, stop: &OwnedFd, controller: &Controller, terminal: bool) {
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: poll reads and writes the two pollfds of `fds`.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
-        }
-        if fds[1].revents != 0 {
+        if !super::agent::readable_unless_stopped(fd.as_fd(), stop.as_fd()) {
             return;
         }
         let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];

@@ -154,38 +154,25 @@ fn scenario(mode: &str, boot_limit: Duration) {
     assert_eq!((code(&out), text(&out.stdout).as_str()), (0, ""));
 
     // -e, -w and -u.
-    let out = sandbox(
-        home,
-        &[
-            "exec",
-            "-e",
-            "GREETING=hi there",
-            "-w",
-            "/tmp",
-            "-u",
-            "1000:1000",
-            name,
-            "--",
-        ],
-    );
+    let flags = [
+        "exec",
+        "-e",
+        "GREETING=hi there",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000:1000",
+        name,
+        "--",
+    ];
+    let out = sandbox(home, &flags);
     assert_ne!(code(&out), 0, "exec without a command is refused");
-    let out = sandbox(
-        home,
-        &[
-            "exec",
-            "-e",
-            "GREETING=hi there",
-            "-w",
-            "/tmp",
-            "-u",
-            "1000:1000",
-            name,
-            "--",
-            "sh",
-            "-c",
-            "echo $GREETING; pwd; id -u",
-        ],
-    );
+    let with_command: Vec<&str> = flags
+        .iter()
+        .copied()
+        .chain(["sh", "-c", "echo $GREETING; pwd; id -u"])
+        .collect();
+    let out = sandbox(home, &with_command);
     assert_eq!(
         (code(&out), text(&out.stdout).as_str()),
         (0, "hi there\n/tmp\n1000\n")

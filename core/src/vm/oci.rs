@@ -280,15 +280,11 @@ impl Backend for OciVm {
         let fifo = dir.path().join(EXEC_FIFO);
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .map_err(sys("cannot make the exec FIFO", &fifo))?;
-        let terminal = match (plan.process.terminal, console_socket) {
-            (true, Some(socket)) => Some(send_terminal(socket, plan.process.console_size)?),
-            (true, None) => {
-                return Err(CoreError::Bundle(
-                    "process.terminal is true but no --console-socket was given: pass one, or set terminal to false".into(),
-                ))
-            }
-            (false, _) => None,
-        };
+        let terminal = terminal_for(
+            plan.process.terminal,
+            console_socket.as_deref(),
+            plan.process.console_size,
+        )?;
         let pid = holder::spawn(config, fifo, terminal)?;
         Ok(Created {
             pid,
@@ -382,14 +378,7 @@ pub fn spawn_exec(
     request: super::exec::Request,
     console_socket: Option<&Path>,
 ) -> Result<i32, CoreError> {
-    let terminal = match (request.terminal, console_socket) {
-        (true, Some(socket)) => Some(send_terminal(socket, None)?),
-        (true, None) => return Err(CoreError::Bundle(
-            "process.terminal is true but no --console-socket was given: pass one, or set terminal to false"
-                .into(),
-        )),
-        (false, _) => None,
-    };
+    let terminal = terminal_for(request.terminal, console_socket, None)?;
     let dir = dir.to_path_buf();
     holder::fork(move || {
         holder::take_terminal(terminal);
@@ -412,6 +401,23 @@ fn cpu_time_ns(pid: i32) -> Option<u64> {
     // SAFETY: sysconf only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Some(ticks * 1_000_000_000 / hz)
+}
+
+/// With `terminal`, a pty whose master went through `console_socket` (its slave returned);
+/// refused without a socket.
+fn terminal_for(
+    terminal: bool,
+    console_socket: Option<&Path>,
+    size: Option<(u16, u16)>,
+) -> Result<Option<OwnedFd>, CoreError> {
+    match (terminal, console_socket) {
+        (true, Some(socket)) => Ok(Some(send_terminal(socket, size)?)),
+        (true, None) => Err(CoreError::Bundle(
+            "process.terminal is true but no --console-socket was given: pass one, or set terminal to false"
+                .into(),
+        )),
+        (false, _) => Ok(None),
+    }
 }
 
 /// Opens a pty for a terminal workload and sends its master through `socket`; returns the slave

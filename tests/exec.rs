@@ -72,33 +72,53 @@ fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
 
-/// `sandbox run --mode MODE --name NAME -- sleep 600` in the background.
-fn start(home: &Path, mode: &str, name: &str) -> Child {
+/// Where the launcher of `name` writes its output and trace (beside, not in, `home/run`).
+fn launcher_log(home: &Path, name: &str) -> PathBuf {
+    home.join(format!("launcher-{name}.log"))
+}
+
+/// `sandbox run --mode MODE --name NAME -- sleep 600` in the background, its output going to
+/// [`launcher_log`]; with `trace`, also its trace (in a VM, the guest kernel's lines: it boots
+/// verbose, which costs about 8 s in the lab).
+fn start(home: &Path, mode: &str, name: &str, trace: bool) -> Child {
+    let log = std::fs::File::create(launcher_log(home, name)).unwrap();
+    let trace = if trace { &["--trace"][..] } else { &[] };
     Command::new(cli())
-        .args(["run", "--mode", mode, "--name", name, "--", "sleep", "600"])
+        .arg("run")
+        .args(trace)
+        .args(["--mode", mode, "--name", name, "--", "sleep", "600"])
         .env("SANDBOX_HOME", home)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .spawn()
         .expect("the sandbox CLI runs")
 }
 
-/// Waits until `exec NAME -- true` works (the VM may still be booting).
+/// Waits until `exec NAME -- true` works (the VM may still be booting); on failure, shows what
+/// the launcher printed (where the guest stopped booting, say).
 fn wait_ready(home: &Path, name: &str, launcher: &mut Child, within: Duration) {
     let deadline = Instant::now() + within;
+    let failed = |why: String| -> ! {
+        let log = std::fs::read_to_string(launcher_log(home, name)).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(120)..].join("\n");
+        panic!("{why}\n--- the launcher's output and trace (last 120 lines)\n{tail}\n---");
+    };
     loop {
         if let Some(status) = launcher.try_wait().unwrap() {
-            panic!("the launcher of {name:?} ended before its sandbox was ready: {status}");
+            failed(format!(
+                "the launcher of {name:?} ended before its sandbox was ready: {status}"
+            ));
         }
         let out = sandbox(home, &["exec", name, "--", "true"]);
         if out.status.success() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "exec into {name:?} never worked within {within:?}"
-        );
+        if Instant::now() >= deadline {
+            let _ = launcher.kill();
+            failed(format!("exec into {name:?} never worked within {within:?}"));
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -131,7 +151,7 @@ fn scenario(mode: &str, boot_limit: Duration) {
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
     let name = "ex";
-    let mut launcher = start(home, mode, name);
+    let mut launcher = start(home, mode, name, true);
     wait_ready(home, name, &mut launcher, boot_limit);
 
     // Output, stderr and the exit status.
@@ -242,7 +262,7 @@ fn scenario(mode: &str, boot_limit: Duration) {
     assert_one_line(&out, &["no sandbox \"ex\" is running", "sandbox ps"]);
 
     // A launcher killed outright leaves a stopped sandbox (until `gc`): refused in one line.
-    let mut killed = start(home, mode, "gone");
+    let mut killed = start(home, mode, "gone", false);
     wait_ready(home, "gone", &mut killed, boot_limit);
     killed.kill().unwrap();
     killed.wait().unwrap();

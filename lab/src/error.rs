@@ -43,6 +43,12 @@ pub enum LabError {
          to expose SVM?). L1 console tail:\n{console_tail}"
     )]
     KvmUnavailable { console_tail: String },
+    #[error(
+        "L1's own kernel crashed ({signature}) before the command reported its exit status: the \
+         emulated host failed (QEMU TCG running nested KVM), not the command. Rerun it; if it recurs, \
+         report it with this L1 console tail:\n{console_tail}"
+    )]
+    L1KernelCrashed { signature: String, console_tail: String },
     #[error("L1 ended ({qemu_status}) without reporting the command's exit status. L1 console tail:\n{console_tail}")]
     NoExitStatus {
         qemu_status: String,

@@ -296,12 +296,18 @@ pub struct LabOutput {
 }
 
 /// Runs `sandbox ARGS`: natively when this host has hardware KVM, else inside the lab. For VM
-/// end-to-end tests, which thereby always run the guest (an error when neither way works).
+/// end-to-end tests, which thereby always run the guest (an error when neither way works); a
+/// crash of L1's own kernel is retried once (see [`testing::retrying_an_l1_crash`]).
 pub fn run_sandbox(args: &[&str], opts: &LabOptions) -> Result<LabOutput, LabError> {
     if HostKvm::detect().needs_lab() {
         let start = Instant::now();
         let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-        let ended = boot_of(&args, opts, true)?;
+        let what = args
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let ended = testing::retrying_an_l1_crash(&what, || boot_of(&args, opts, true))?;
         return Ok(LabOutput {
             status: ended.status,
             stdout: String::from_utf8_lossy(&ended.stdout).into_owned(),

@@ -442,11 +442,30 @@ pub fn boot(boot: &Boot, progress: &Progress) -> Result<Ended, LabError> {
                 stderr: qemu_err.trim().to_string(),
             })
         }
-        None => Err(LabError::NoExitStatus {
-            qemu_status: status.map_or_else(|| "killed".to_string(), |s| s.to_string()),
-            console_tail: console_tail(),
-        }),
+        None => match l1_crash_signature(&console_tail()) {
+            Some(signature) => Err(LabError::L1KernelCrashed {
+                signature: signature.to_string(),
+                console_tail: console_tail(),
+            }),
+            None => Err(LabError::NoExitStatus {
+                qemu_status: status.map_or_else(|| "killed".to_string(), |s| s.to_string()),
+                console_tail: console_tail(),
+            }),
+        },
     }
+}
+
+/// What L1's kernel prints when it crashes (oops, BUG, panic), when `console` (L1's own console,
+/// not the command's output) shows one.
+pub fn l1_crash_signature(console: &str) -> Option<&'static str> {
+    const SIGNATURES: &[&str] = &[
+        "Kernel panic - not syncing",
+        "BUG: ",
+        "Oops: ",
+        "general protection fault",
+        "double fault",
+    ];
+    SIGNATURES.iter().copied().find(|s| console.contains(s))
 }
 
 fn follow_console(
@@ -479,5 +498,24 @@ fn follow_console(
             }
             t.push_back(line);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::l1_crash_signature;
+
+    #[test]
+    fn tells_an_l1_kernel_crash_from_an_ordinary_console() {
+        // The tail of a CI run whose L1 kernel overflowed a stack in the VMM's vCPU thread.
+        let crashed = "[   10.834885] kvm [124]: vcpu0, guest rIP: 0xffffffff8100308a Unhandled WRMSR(0xc0010007) = 0xffff\n\
+            [  193.319443] BUG: TASK stack guard page was hit at 00000000b3d5b887\n\
+            [  193.430192] Kernel panic - not syncing: corrupted stack end detected inside scheduler";
+        assert_eq!(l1_crash_signature(crashed), Some("Kernel panic - not syncing"));
+        let oops = "[    5.1] Oops: 0000 [#1] PREEMPT SMP NOPTI";
+        assert_eq!(l1_crash_signature(oops), Some("Oops: "));
+        let ordinary = "[   10.834885] kvm [124]: vcpu0, guest rIP: 0xffffffff8100308a Unhandled WRMSR(0xc0010007) = 0xffff\n\
+            [   11.2] reboot: Power down";
+        assert_eq!(l1_crash_signature(ordinary), None);
     }
 }

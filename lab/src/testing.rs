@@ -73,7 +73,7 @@ pub fn delegate_with(test_name: &str, opts: &LabOptions) -> Result<Place, LabErr
         "--test-threads=1",
         "--nocapture",
     ];
-    let ended = qemu_run_captured(&args, &opts)?;
+    let ended = retrying_an_l1_crash(test_name, || qemu_run_captured(&args, &opts))?;
     let output = format!(
         "{}{}",
         String::from_utf8_lossy(&ended.stdout),
@@ -91,4 +91,27 @@ pub fn delegate_with(test_name: &str, opts: &LabOptions) -> Result<Place, LabErr
         ended.status
     );
     Ok(Place::Lab { output })
+}
+
+/// Runs `boot` again, once, when L1's own kernel crashed the first time (an oops or panic on
+/// L1's console, before the command reported an exit status). That is a fault of the emulated
+/// host (QEMU TCG running nested KVM), not of the code under test, and it comes rarely and at
+/// random; the retry is announced with the crash, and a second crash fails the test.
+pub fn retrying_an_l1_crash<T>(
+    what: &str,
+    mut boot: impl FnMut() -> Result<T, LabError>,
+) -> Result<T, LabError> {
+    match boot() {
+        Err(LabError::L1KernelCrashed {
+            signature,
+            console_tail,
+        }) => {
+            eprintln!(
+                "--- {what}: L1's own kernel crashed ({signature}); running it again, once. \
+                 L1 console tail:\n{console_tail}\n---"
+            );
+            boot()
+        }
+        other => other,
+    }
 }

@@ -1,4 +1,4 @@
-//! `sandbox bench` from the command line, natively, container mode: the report deserialises into
+//! `sandbox bench` from the command line, natively, container mode (boot, cpu, exec): the report deserialises into
 //! `sandbox_bench::Report`, and bad input is refused naming the remedy.
 
 use std::process::Command;
@@ -18,7 +18,7 @@ fn quick_container_boot_and_cpu_write_a_report() {
             "--modes",
             "container",
             "--scenario",
-            "boot,cpu",
+            "boot,cpu,exec",
             "--peers",
             "none",
         ])
@@ -42,7 +42,11 @@ fn quick_container_boot_and_cpu_write_a_report() {
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(
         report.config.scenarios,
-        vec![sandbox_bench::Scenario::Boot, sandbox_bench::Scenario::Cpu]
+        vec![
+            sandbox_bench::Scenario::Boot,
+            sandbox_bench::Scenario::Cpu,
+            sandbox_bench::Scenario::Exec
+        ]
     );
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     let ready = report
@@ -52,6 +56,10 @@ fn quick_container_boot_and_cpu_write_a_report() {
     assert!(report
         .find(sandbox_bench::Scenario::Cpu, "native", "ops_per_second")
         .is_some());
+    let exec = report
+        .find(sandbox_bench::Scenario::Exec, "container", "exec_ms")
+        .expect("container exec measured");
+    assert_eq!(exec.samples.len(), 3);
     assert!(
         report.measurements.iter().all(|m| m.subject != "vm"),
         "VM mode was not asked for"

@@ -111,7 +111,7 @@ fn bench_in_the_lab_measures_both_modes_and_exports_its_report() {
             "--runs",
             "1",
             "--scenario",
-            "boot",
+            "boot,exec",
             "--peers",
             "none",
             "--out",
@@ -124,5 +124,9 @@ fn bench_in_the_lab_measures_both_modes_and_exports_its_report() {
     assert_eq!(out.status.code(), Some(0));
     let report = std::fs::read_to_string(dest.join("report.md")).expect("the report came back from L1");
     assert!(report.contains("vm") && report.contains("container"), "{report}");
+    for subject in ["vm", "container"] {
+        let row = format!("| {subject} | exec_ms |");
+        assert!(report.contains(&row), "no {row} in {report}");
+    }
     assert!(dest.join("report.json").is_file());
 }

@@ -53,6 +53,8 @@ named_enum!(
         Disk = "disk",
         /// Host↔sandbox TCP throughput and request/response latency.
         Net = "net",
+        /// `exec ID -- true` into a running sandbox: the command's start to its exit.
+        Exec = "exec",
         /// The cpu workload vs native.
         Cpu = "cpu",
         /// The syscall workload vs native.

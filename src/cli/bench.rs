@@ -16,7 +16,7 @@ Examples:
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// Scenarios, comma-separated: boot,memory,density,disk,net,cpu,syscall (default: all).
+    /// Scenarios, comma-separated: boot,memory,density,disk,net,exec,cpu,syscall (default: all).
     #[arg(long, value_name = "LIST")]
     scenario: Option<String>,
     /// Modes, comma-separated: vm,container (default: both; VM mode needs hardware KVM or the lab).

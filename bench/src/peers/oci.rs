@@ -57,11 +57,37 @@ pub struct Oci {
     net: Option<Netns>,
 }
 
-/// A container held running (the memory scenario); killed and deleted when dropped.
+/// A container held running (the memory and exec scenarios); killed and deleted when dropped.
 pub struct OciHold {
     pub held: Held,
+    /// `RUNTIME exec ID`, without the process's arguments.
+    exec: Vec<String>,
     kill: Vec<String>,
     delete: Vec<String>,
+}
+
+impl OciHold {
+    /// `RUNTIME exec ID ARGS...` in the held container, to its end.
+    pub fn exec(&self, args: &[&str]) -> Result<Finished, BenchError> {
+        let what = format!(
+            "{} {}",
+            self.exec[..self.exec.len() - 1].join(" "),
+            args.join(" ")
+        );
+        let mut cmd = Command::new(&self.exec[0]);
+        cmd.args(&self.exec[1..]).args(args);
+        run_to_end(&mut cmd, &what)?.check(&what)
+    }
+
+    /// The command line of [`OciHold::exec`], the id shown as `ID` (for the report).
+    pub fn exec_argv(&self, args: &[&str]) -> Vec<String> {
+        let mut argv = self.exec.clone();
+        if let Some(id) = argv.last_mut() {
+            *id = "ID".into();
+        }
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv
+    }
 }
 
 impl Drop for OciHold {
@@ -371,6 +397,7 @@ impl Oci {
         let held = Held::spawn(&mut cmd, &what, None)?;
         let mut hold = OciHold {
             held,
+            exec: self.argv(run.peer, run.network, &["exec".into(), id.clone()]),
             kill: self.argv(run.peer, run.network, &["kill".into(), id.clone(), "KILL".into()]),
             delete: self.argv(run.peer, run.network, &["delete".into(), "--force".into(), id]),
         };

@@ -5,6 +5,7 @@ pub mod boot;
 pub mod compute;
 pub mod density;
 pub mod disk;
+pub mod exec;
 pub mod memory;
 pub mod net;
 
@@ -22,6 +23,7 @@ pub fn run(bench: &mut Bench, peers: &mut Peers, scenario: Scenario) {
         Scenario::Density => density::run(bench),
         Scenario::Disk => disk::run(bench, peers),
         Scenario::Net => net::run(bench, peers),
+        Scenario::Exec => exec::run(bench, peers),
         Scenario::Cpu | Scenario::Syscall => compute::run(bench, peers, scenario),
     }
 }

@@ -44,6 +44,7 @@ fn a_vm_mode_container_runs_through_containerd() {
         "pause and resume",
         "SIGTERM reached",
         "capabilities and seccomp",
+        "joins the workload's namespaces",
         "its own kernel",
     ] {
         assert!(

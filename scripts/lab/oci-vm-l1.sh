@@ -97,7 +97,30 @@ case "$out" in
 *) fail "confinement in the guest: $out" ;;
 esac
 
-# 5. Whose kernel: the guest's own, not L1's.
+# 5. exec (ctr task exec, the runtime's `exec` through the agent): output and exit status, and
+# the process joins the workload's namespaces, so it sees the hostname the workload set in its
+# own UTS namespace (CAP_SYS_ADMIN added for that).
+ctr -a "$sock" run --rm --cap-add CAP_SYS_ADMIN --runc-binary "$runtime" --rootfs "$rootfs" vm-exec \
+    sh -c 'hostname set-by-workload && echo ready; sleep 600' > "$work/exec.out" 2>&1 &
+runner=$!
+n=0
+until grep -q ready "$work/exec.out" 2> /dev/null; do
+    n=$((n + 1))
+    [ $n -gt 1200 ] && break
+    sleep 0.1
+done
+seen=$(ctr -a "$sock" task exec --exec-id e1 vm-exec hostname 2>&1)
+ctr -a "$sock" task exec --exec-id e2 vm-exec sh -c 'echo from-exec; exit 5' > "$work/exec2.out" 2>&1
+status=$?
+if [ "$seen" = set-by-workload ] && [ "$status" = 5 ] && grep -q from-exec "$work/exec2.out"; then
+    echo "ok: exec through containerd (exit 5, output back) joins the workload's namespaces (hostname $seen)"
+else
+    fail "exec: hostname '$seen' (expected set-by-workload), status $status (expected 5), output: $(cat "$work/exec2.out"); workload: $(cat "$work/exec.out")"
+fi
+ctr -a "$sock" task kill -s SIGKILL vm-exec
+wait $runner
+
+# 6. Whose kernel: the guest's own, not L1's.
 l1=$(uname -r)
 guest=$(ctr_run vm-uname uname -r 2>&1)
 if [ -n "$guest" ] && [ "$guest" != "$l1" ]; then

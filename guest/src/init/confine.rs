@@ -62,6 +62,21 @@ impl Confinement {
         }
     }
 
+    /// The namespaces [`Confinement::unshare`] makes: their names under `/proc/PID/ns` and
+    /// `setns` types, the mount namespace last (joining it moves the root).
+    pub fn namespace_files(&self) -> Vec<(&'static str, libc::c_int)> {
+        [
+            ("uts", libc::CLONE_NEWUTS),
+            ("ipc", libc::CLONE_NEWIPC),
+            ("net", libc::CLONE_NEWNET),
+            ("cgroup", libc::CLONE_NEWCGROUP),
+            ("mnt", libc::CLONE_NEWNS),
+        ]
+        .into_iter()
+        .filter(|(_, flag)| self.unshare_flags & flag != 0)
+        .collect()
+    }
+
     /// Namespaces of its own (before the workload root is entered: a mount namespace keeps the
     /// guest's mounts out of the workload's reach).
     pub fn unshare(&self) -> Result<(), StepError> {

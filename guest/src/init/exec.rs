@@ -28,6 +28,12 @@ pub enum SpawnError {
     Fork(Errno),
     #[error("the workload has ended and the sandbox is shutting down: nothing more can start")]
     Ending,
+    #[error("cannot open the workload's {kind} namespace ({path}) to join it: {source}")]
+    Namespace {
+        kind: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The workload's environment: PATH, HOME and TERM defaults, then the plan's variables (which
@@ -84,6 +90,9 @@ pub struct Prepared {
     rlimits: Vec<(i32, u64, u64)>,
     /// An OCI bundle's namespaces, capabilities and seccomp filters (VM mode).
     confinement: Option<std::sync::Arc<super::confine::Confinement>>,
+    /// The running workload's namespaces (open `/proc/PID/ns` files and their `setns` types):
+    /// a process the agent starts joins them instead of making namespaces of its own.
+    join: Vec<(std::os::fd::OwnedFd, libc::c_int)>,
     terminal: Option<Terminal>,
     /// Stdin becomes `/dev/null` (a VM's workload without `-i` or `-t`).
     null_stdin: bool,
@@ -223,8 +232,30 @@ pub fn prepare_command(
         root: WORKLOAD_ROOT.get().cloned(),
         rlimits: Vec::new(),
         confinement: CONFINEMENT.get().cloned(),
+        join: Vec::new(),
         program,
     })
+}
+
+impl Prepared {
+    /// Makes the process join the namespaces of the running workload `pid` (those the
+    /// confinement gives it), as an OCI `exec` does, instead of making new ones: it then sees
+    /// the workload's mounts, hostname, network and IPC objects.
+    pub fn join_namespaces_of(&mut self, pid: Pid) -> Result<(), SpawnError> {
+        let Some(c) = self.confinement.as_deref() else {
+            return Ok(());
+        };
+        for (kind, flag) in c.namespace_files() {
+            let path = format!("/proc/{pid}/ns/{kind}");
+            let file = std::fs::File::open(&path).map_err(|source| SpawnError::Namespace {
+                kind,
+                path: path.clone(),
+                source,
+            })?;
+            self.join.push((file.into(), flag));
+        }
+        Ok(())
+    }
 }
 
 fn terminal_for(plan: &Plan) -> Result<Terminal, SpawnError> {
@@ -504,7 +535,18 @@ impl Child {
             }
         }
         let confinement = p.confinement.as_deref();
-        if let Some(c) = confinement {
+        if !p.join.is_empty() {
+            for (fd, flag) in &p.join {
+                // SAFETY: setns takes a descriptor this process holds open and a type flag.
+                if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(fd), *flag) } < 0 {
+                    let e = Errno::last();
+                    self.fail(
+                        1,
+                        format_args!("cannot join the workload's namespace ({flag:#x}): {e}"),
+                    );
+                }
+            }
+        } else if let Some(c) = confinement {
             if let Err((what, e)) = c.unshare() {
                 self.fail(1, format_args!("{what}: {e}"));
             }

@@ -61,7 +61,7 @@ pub(super) fn exec(agent: &Agent, conn: UnixStream, request: ExecRequest) {
     let config = agent.config();
     let mut env = config.env.clone();
     exec::overlay(&mut env, request.env);
-    let prepared = match exec::prepare_command(
+    let mut prepared = match exec::prepare_command(
         &request.argv,
         &env,
         request.cwd.as_deref().or(config.workdir.as_deref()),
@@ -70,6 +70,12 @@ pub(super) fn exec(agent: &Agent, conn: UnixStream, request: ExecRequest) {
         Ok(prepared) => prepared,
         Err(e) => return refuse(&conn, e.to_string()),
     };
+    // Beside the workload, not in namespaces of its own (an OCI exec).
+    if let Some(pid) = agent.children().workload_pid() {
+        if let Err(e) = prepared.join_namespaces_of(pid) {
+            return refuse(&conn, e.to_string());
+        }
+    }
     start(agent, conn, &prepared, request.terminal, request.size, Kind::Exec);
 }
 

@@ -44,6 +44,9 @@ fn a_vm_mode_container_runs_through_containerd() {
         "pause and resume",
         "SIGTERM reached",
         "capabilities and seccomp",
+        "masked and read-only paths",
+        "a bind-mounted host file is copied in",
+        "a directory bind mount is refused",
         "joins the workload's namespaces",
         "its own kernel",
     ] {

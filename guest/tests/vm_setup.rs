@@ -103,6 +103,12 @@ fn mounted(target: &Path) -> Option<(String, String)> {
         .map(|m| (m.fstype, m.options))
 }
 
+/// Protected paths apply to a workload root only (the lab's OCI VM script checks them).
+const NO_PROTECTED_PATHS: mounts::ProtectedPaths<'static> = mounts::ProtectedPaths {
+    masked: &[],
+    read_only: &[],
+};
+
 /// The part that runs inside the namespaces the outer part made.
 fn inner_vm_setup() {
     assert!(
@@ -119,6 +125,7 @@ fn inner_vm_setup() {
             read_only: true,
         }],
         None,
+        NO_PROTECTED_PATHS,
     )
     .unwrap();
     for (path, fstype) in [
@@ -143,7 +150,7 @@ fn inner_vm_setup() {
     let err = std::fs::write(target.join("new"), "x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     // Running it again (init restarted in the same namespace) mounts nothing twice.
-    mounts::setup_vm(&[], None).unwrap();
+    mounts::setup_vm(&[], None, NO_PROTECTED_PATHS).unwrap();
     let tmp_mounts = mountinfo().unwrap().iter().filter(|m| m.target == "/tmp").count();
     assert_eq!(tmp_mounts, 1);
 

@@ -209,6 +209,28 @@ pub struct WorkloadRoot {
     pub device: String,
     /// Mounted read-only (the bundle's `root.readonly`).
     pub read_only: bool,
+    /// Host files the bundle bind-mounts, copied in: init mounts each over its destination.
+    #[serde(default)]
+    pub files: Vec<CopiedFile>,
+}
+
+/// The largest host file a VM's bundle may bind-mount (it is copied into the plan).
+pub const COPIED_FILE_MAX: u64 = 256 << 10;
+/// The most bytes of copied files one plan carries.
+pub const COPIED_FILES_TOTAL_MAX: u64 = 1 << 20;
+
+/// A host file a bundle bind-mounts (podman's `/etc/hosts`, `/etc/resolv.conf`,
+/// `/etc/hostname`, `/run/.containerenv`), copied at `create` because a VM cannot share the
+/// host's files: later changes on the host are not seen, and writes stay in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopiedFile {
+    /// Where it is mounted, an absolute path in the workload's root.
+    pub destination: String,
+    pub contents: Vec<u8>,
+    /// Permission bits (`0o644`).
+    pub mode: u32,
+    /// Mounted read-only (the mount's `ro` option).
+    pub read_only: bool,
 }
 
 /// When init starts the workload.

@@ -46,7 +46,7 @@ echo "containerd $(ctr -a "$sock" version | awk '/Server:/ {s=1} s && /Version:/
 rootfs=$work/rootfs
 mkdir -p "$rootfs/bin" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev" "$rootfs/tmp" "$rootfs/etc"
 cp /bin/busybox "$rootfs/bin/busybox"
-for applet in sh echo cat sleep uname true false id hostname env grep; do
+for applet in sh echo cat sleep uname true false id hostname env grep wc; do
     ln -s busybox "$rootfs/bin/$applet"
 done
 echo "a file of the bundle" > "$rootfs/etc/marker"
@@ -90,11 +90,17 @@ if [ "$status" = 7 ]; then echo "ok: SIGTERM reached the workload (exit 7 from i
 
 # 4. The bundle's capabilities and seccomp profile hold inside the guest: ctr's default set
 # (Docker's 14, CapEff 00000000a80425fb, not a guest root's full set) and, with --seccomp, a
-# filter (Seccomp: 2).
+# filter (Seccomp: 2). Its masked paths (/proc/kcore reads empty) and read-only paths
+# (/proc/sys mounted ro) too.
 out=$(ctr -a "$sock" run --rm --seccomp --runc-binary "$runtime" --rootfs "$rootfs" vm-confined sh -c 'grep -E "^(CapEff|Seccomp):" /proc/self/status' 2>&1)
 case "$out" in
 *00000000a80425fb*Seccomp:*2*) echo "ok: the bundle's capabilities and seccomp filter apply in the guest" ;;
 *) fail "confinement in the guest: $out" ;;
+esac
+out=$(ctr_run vm-protected sh -c 'echo "kcore $(cat /proc/kcore | wc -c) bytes"; grep " /proc/sys " /proc/self/mountinfo' 2>&1)
+case "$out" in
+*"kcore 0 bytes"*" /proc/sys ro,"*) echo "ok: the bundle's masked and read-only paths apply in the guest" ;;
+*) fail "masked and read-only paths in the guest: $out" ;;
 esac
 
 # 5. exec (ctr task exec, the runtime's `exec` through the agent): output and exit status, and
@@ -116,11 +122,36 @@ if [ "$seen" = set-by-workload ] && [ "$status" = 5 ] && grep -q from-exec "$wor
     echo "ok: exec through containerd (exit 5, output back) joins the workload's namespaces (hostname $seen)"
 else
     fail "exec: hostname '$seen' (expected set-by-workload), status $status (expected 5), output: $(cat "$work/exec2.out"); workload: $(cat "$work/exec.out")"
+    for f in holder.log console.log; do
+        echo "--- vm-exec's $f"
+        tail -40 "/run/containerd/runc/default/vm-exec/$f" 2>&1
+    done
 fi
 ctr -a "$sock" task kill -s SIGKILL vm-exec
 wait $runner
 
-# 6. Whose kernel: the guest's own, not L1's.
+# 6. A host file bind-mounted, as podman does with /etc/hosts and /etc/resolv.conf: copied in at
+# create (read-only with ro); a directory bind mount refused in one line naming it.
+printf 'copied from L1\n' > "$work/greeting"
+out=$(ctr -a "$sock" run --rm --runc-binary "$runtime" \
+    --mount "type=bind,src=$work/greeting,dst=/etc/greeting,options=rbind:ro" --rootfs "$rootfs" vm-file \
+    sh -c 'cat /etc/greeting; echo x 2> /dev/null > /etc/greeting && echo WROTE' 2>&1)
+case "$out" in
+*WROTE*) fail "a read-only copied file was writable: $out" ;;
+*"copied from L1"*) echo "ok: a bind-mounted host file is copied in, read-only as asked" ;;
+*) fail "copied file: $out" ;;
+esac
+out=$(ctr -a "$sock" run --rm --runc-binary "$runtime" \
+    --mount "type=bind,src=$work,dst=/data,options=rbind" --rootfs "$rootfs" vm-dir true 2>&1)
+status=$?
+case "$status:$out" in
+0:*) fail "a directory bind mount was accepted: $out" ;;
+*"/data"*"not a regular file"*) echo "ok: a directory bind mount is refused, naming it" ;;
+*) fail "directory bind mount: status $status: $out" ;;
+esac
+ctr -a "$sock" containers rm vm-dir > /dev/null 2>&1
+
+# 7. Whose kernel: the guest's own, not L1's.
 l1=$(uname -r)
 guest=$(ctr_run vm-uname uname -r 2>&1)
 if [ -n "$guest" ] && [ "$guest" != "$l1" ]; then

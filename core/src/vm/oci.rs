@@ -1,7 +1,8 @@
 //! VM mode behind the OCI runtime (`sandbox-runtime-vm`, or the `org.sandbox.mode=vm`
 //! annotation): the bundle's process in its own microVM, Kata-style.
 //!
-//! `create` refuses what a VM cannot honour (host bind mounts), settles the guest's size from
+//! `create` refuses what a VM cannot honour (host bind mounts other than small files, which it
+//! copies in), settles the guest's size from
 //! the bundle's limits, and makes the disks: the VM's root is the guest program's image (the
 //! default image's cached root disk, copied), and the bundle's rootfs is a second disk, cached
 //! by its metadata ([`super::bundle_disk`]) and copied unless `root.readonly` — the guest's init
@@ -22,7 +23,10 @@ use crate::plan::RootKind;
 use crate::state::{Mode, SandboxDir, State, EXEC_FIFO};
 use sandbox_image::ResolvedImage;
 use sandbox_protocol::isolation::{GuestConfinement, ResourcePlan};
-use sandbox_protocol::{exit_device, Plan, ReadyChannel, StartMode, WorkloadRoot};
+use sandbox_protocol::{
+    exit_device, CopiedFile, Plan, ReadyChannel, StartMode, WorkloadRoot, COPIED_FILES_TOTAL_MAX,
+    COPIED_FILE_MAX,
+};
 use sandbox_vmm::stop_signals::StopSignals;
 use sandbox_vmm::{DiskConfig, SerialSink, VmConfig, VsockConfig};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -68,26 +72,62 @@ pub fn guest_resources(resources: &ResourcePlan) -> ResourcePlan {
 /// the guest's own.
 const GUEST_PROVIDED: [&str; 7] = ["proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"];
 
-/// Refuses a bundle mount a VM cannot give: a bind mount of a host path (the guest has its own
-/// kernel and cannot see the host's files). Names the mount and the fix.
-pub fn check_mounts(plan: &Plan) -> Result<(), CoreError> {
+/// The bundle's mounts as a VM can give them: the guest's own filesystems for the kinds it
+/// provides, and a bind mount of a host **file** (at most [`COPIED_FILE_MAX`], all together at
+/// most [`COPIED_FILES_TOTAL_MAX`]) copied now and mounted by init. Any other bind mount (a
+/// directory, a device) or filesystem is refused with one line naming the mount and the fix.
+pub fn copied_files(plan: &Plan) -> Result<Vec<CopiedFile>, CoreError> {
+    let mut files = Vec::new();
+    let mut total = 0u64;
     for m in &plan.isolation.mounts {
         let bind =
             m.kind.is_empty() || m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
-        if bind || !GUEST_PROVIDED.contains(&m.kind.as_str()) {
-            return Err(CoreError::Unsupported {
-                what: format!(
-                    "mount {} ({} {})",
-                    m.destination,
-                    if m.kind.is_empty() { "bind" } else { &m.kind },
-                    m.source
-                ),
-                mode: Mode::Vm,
-                remedy: "a microVM cannot share host paths with its guest: remove the mount, or run the bundle in container mode (org.sandbox.mode=container)".into(),
-            });
+        let refuse = |detail: String| CoreError::Unsupported {
+            what: format!(
+                "mount {} ({} {}){detail}",
+                m.destination,
+                if m.kind.is_empty() { "bind" } else { &m.kind },
+                m.source
+            ),
+            mode: Mode::Vm,
+            remedy: format!(
+                "a microVM cannot share host paths with its guest; a regular file up to {} KiB is \
+                 copied in, nothing else: remove the mount, or run the bundle in container mode \
+                 (org.sandbox.mode=container)",
+                COPIED_FILE_MAX >> 10
+            ),
+        };
+        if !bind {
+            if GUEST_PROVIDED.contains(&m.kind.as_str()) {
+                continue;
+            }
+            return Err(refuse(String::new()));
         }
+        let meta =
+            std::fs::metadata(&m.source).map_err(|e| refuse(format!(": cannot read the source: {e}")))?;
+        if !meta.is_file() {
+            return Err(refuse(": not a regular file".into()));
+        }
+        if meta.len() > COPIED_FILE_MAX {
+            return Err(refuse(format!(": {} bytes", meta.len())));
+        }
+        total += meta.len();
+        if total > COPIED_FILES_TOTAL_MAX {
+            return Err(refuse(format!(
+                ": the copied files pass {} KiB together",
+                COPIED_FILES_TOTAL_MAX >> 10
+            )));
+        }
+        let contents =
+            std::fs::read(&m.source).map_err(|e| refuse(format!(": cannot read the source: {e}")))?;
+        files.push(CopiedFile {
+            destination: m.destination.clone(),
+            contents,
+            mode: std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+            read_only: m.options.iter().any(|o| o == "ro"),
+        });
     }
-    Ok(())
+    Ok(files)
 }
 
 /// The bundle's namespaces, capabilities and seccomp profile, settled for the guest's init:
@@ -139,6 +179,8 @@ struct Settled {
     /// The cached disk of the bundle's rootfs.
     bundle_disk: PathBuf,
     read_only: bool,
+    /// The host files the bundle bind-mounts, read at `check`.
+    files: Vec<CopiedFile>,
 }
 
 impl OciVm {
@@ -196,7 +238,7 @@ impl Backend for OciVm {
                 "VM mode needs a process to run: give the bundle a process.args".into(),
             ));
         }
-        check_mounts(&assembled.plan)?;
+        let files = copied_files(&assembled.plan)?;
         let checked = super::check(
             &guest_resources(&assembled.plan.resources),
             &[],
@@ -210,6 +252,7 @@ impl Backend for OciVm {
             base,
             bundle_disk,
             read_only: assembled.plan.isolation.readonly_root,
+            files,
         });
         Ok(())
     }
@@ -267,6 +310,7 @@ impl Backend for OciVm {
         guest.workload_root = Some(WorkloadRoot {
             device: config.extra_disk_device(0),
             read_only: workload_disk.read_only,
+            files: settled.files,
         });
         guest.confinement = Some(confinement(plan)?);
         guest.start = StartMode::OnRequest;
@@ -630,5 +674,62 @@ mod holder {
         forwarding.finish();
         timeline.note(format_args!("workload exited: status {status}"));
         status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandbox_protocol::isolation::MountPlan;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mount(destination: &str, kind: &str, source: &str, options: &[&str]) -> MountPlan {
+        MountPlan {
+            destination: destination.into(),
+            kind: kind.into(),
+            source: source.into(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn host_files_are_copied_in_and_other_bind_mounts_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+        std::fs::set_permissions(&hosts, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let hosts = hosts.display().to_string();
+        let mut plan = Plan::new(sandbox_protocol::Mode::Vm, vec!["true".into()]);
+        plan.isolation.mounts = vec![
+            mount("/proc", "proc", "proc", &[]),
+            mount("/etc/hosts", "bind", &hosts, &["rbind", "ro"]),
+            mount("/etc/hostname", "", &hosts, &["bind"]),
+        ];
+        let files = copied_files(&plan).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].destination, "/etc/hosts");
+        assert_eq!(files[0].contents, b"127.0.0.1 localhost\n");
+        assert_eq!((files[0].mode, files[0].read_only), (0o640, true));
+        assert!(!files[1].read_only);
+
+        let refused = |m: MountPlan| {
+            let mut plan = plan.clone();
+            plan.isolation.mounts.push(m);
+            copied_files(&plan).unwrap_err().to_string()
+        };
+        let dir_path = dir.path().display().to_string();
+        let e = refused(mount("/data", "bind", &dir_path, &["rbind"]));
+        assert!(
+            e.contains("/data") && e.contains("not a regular file") && e.contains("container mode"),
+            "{e}"
+        );
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![0u8; COPIED_FILE_MAX as usize + 1]).unwrap();
+        let e = refused(mount("/big", "bind", &big.display().to_string(), &["bind"]));
+        assert!(e.contains("/big") && e.contains("bytes"), "{e}");
+        let e = refused(mount("/gone", "bind", "/no/such/file", &["bind"]));
+        assert!(e.contains("/gone") && e.contains("cannot read the source"), "{e}");
+        let e = refused(mount("/mnt", "nfs", "server:/export", &[]));
+        assert!(e.contains("/mnt") && e.contains("nfs"), "{e}");
     }
 }

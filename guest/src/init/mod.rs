@@ -115,7 +115,11 @@ fn run(ending: &Cell<Ending>) -> Result<i32, InitError> {
         report_started();
     }
     if vm {
-        mounts::setup_vm(&plan.volumes, plan.workload_root.as_ref())?;
+        let protected = mounts::ProtectedPaths {
+            masked: &plan.isolation.masked_paths,
+            read_only: &plan.isolation.readonly_paths,
+        };
+        mounts::setup_vm(&plan.volumes, plan.workload_root.as_ref(), protected)?;
         if plan.workload_root.is_some() {
             exec::set_workload_root(sandbox_protocol::WORKLOAD_ROOT_MOUNT);
         }

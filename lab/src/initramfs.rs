@@ -278,28 +278,48 @@ fn touch(path: &Path) {
     }
 }
 
+/// What a sweep of the lab cache removed and kept: each archive with its size in bytes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    pub removed: Vec<(PathBuf, u64)>,
+    pub kept: Vec<(PathBuf, u64)>,
+}
+
 /// Removes initramfs archives that are neither among the [`KEEP_NEWEST`] most recently used nor
 /// used within [`STALE_AFTER`] (each rebuild of `sandbox` makes a new one). A run still booting
 /// from a removed archive is unaffected: QEMU has it open.
 fn remove_stale(lab_dir: &Path, keep: &Path) {
+    sweep(lab_dir, Some(STALE_AFTER), Some(keep));
+}
+
+/// Sweeps the initramfs archives in `lab_dir`: the [`KEEP_NEWEST`] most recently used stay, and
+/// `keep`, and with `recent` every archive used within it (`sandbox gc --caches` passes none).
+pub fn sweep(lab_dir: &Path, recent: Option<Duration>, keep: Option<&Path>) -> Sweep {
+    let mut sweep = Sweep::default();
     let Ok(entries) = fs::read_dir(lab_dir) else {
-        return;
+        return sweep;
     };
-    let mut archives: Vec<(SystemTime, PathBuf)> = entries
+    let mut archives: Vec<(SystemTime, u64, PathBuf)> = entries
         .flatten()
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             name.starts_with("initramfs-") && name.ends_with(".cpio")
         })
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), e.path()))
+        })
         .collect();
     archives.sort_by_key(|a| std::cmp::Reverse(a.0));
-    for (used, path) in archives.into_iter().skip(KEEP_NEWEST) {
-        let stale = used.elapsed().is_ok_and(|age| age > STALE_AFTER);
-        if path != keep && stale {
-            let _ = fs::remove_file(&path);
+    for (i, (used, size, path)) in archives.into_iter().enumerate() {
+        let fresh = recent.is_some_and(|r| used.elapsed().is_ok_and(|age| age <= r));
+        if i < KEEP_NEWEST || fresh || keep == Some(path.as_path()) || fs::remove_file(&path).is_err() {
+            sweep.kept.push((path, size));
+        } else {
+            sweep.removed.push((path, size));
         }
     }
+    sweep
 }
 
 /// The shared libraries of a host program (empty for a static one), as `ldd` lists them.

@@ -81,6 +81,7 @@ pub fn cached(rootfs: &Path) -> Result<(PathBuf, bool), VmError> {
     let cache = sandbox_disk::disk_cache();
     let path = cache.join(format!("{key}.ext4"));
     if path.is_file() {
+        sandbox_disk::cache::touch(&path);
         return Ok((path, false));
     }
     let built = sandbox_disk::build_base_in(&cache, rootfs, &key).map_err(|source| VmError::RootDisk {

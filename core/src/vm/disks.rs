@@ -21,6 +21,7 @@ pub fn root_disk(image: &ResolvedImage) -> Result<PathBuf, VmError> {
     let cache = sandbox_disk::disk_cache();
     let cached = cache.join(format!("{key}.ext4"));
     if cached.is_file() {
+        sandbox_disk::cache::touch(&cached);
         return Ok(cached);
     }
     fs::create_dir_all(&cache).map_err(|source| VmError::Io {

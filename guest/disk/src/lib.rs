@@ -4,7 +4,9 @@
 //!   unpacked root file system, built into a temporary file and renamed, then shared read-only.
 //! - [`writable_copy`] / [`VmDisk`]: a VM's own copy of a base (reflink, else sparse copy).
 //! - [`build_volume_from_dir`]: an ext4 image of a host directory, for volumes in VM mode.
+//! - [`cache`]: the bounds on the cache (the newest few disks per purpose stay).
 
+pub mod cache;
 mod copy;
 mod error;
 mod mkfs;
@@ -38,6 +40,7 @@ pub fn build_base_in(cache_dir: &Path, rootfs_dir: &Path, key: &str) -> Result<P
     check_key(key)?;
     let dest = cache_dir.join(format!("{key}.ext4"));
     if dest.is_file() {
+        cache::touch(&dest);
         return Ok(dest);
     }
     if !rootfs_dir.is_dir() {
@@ -55,6 +58,7 @@ pub fn build_base_in(cache_dir: &Path, rootfs_dir: &Path, key: &str) -> Result<P
     // A concurrent builder of the same key may have won; its file has the same content.
     tmp.persist(&dest)
         .map_err(|e| DiskError::io("cannot move the disk to", &dest, e.error))?;
+    cache::sweep(cache_dir, Some(cache::RECENT));
     Ok(dest)
 }
 

@@ -110,7 +110,7 @@ pub fn source_package(tarball: &Path) -> (Option<String>, Option<String>) {
 }
 
 /// Whether `name` looks like a cache key (16 lower-case hex digits).
-fn is_key(name: &str) -> bool {
+pub(crate) fn is_key(name: &str) -> bool {
     name.len() == 16 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 

@@ -33,6 +33,7 @@ mod lock;
 mod make;
 mod progress;
 mod source;
+mod sweep;
 mod tools;
 
 pub use error::KernelError;
@@ -44,6 +45,7 @@ use progress::Progress;
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
+pub use sweep::{sweep_cache, Sweep};
 
 /// Changes whenever the way kernels are built changes, so that old cache entries are not reused.
 pub const BUILDER_VERSION: &str = "sandbox-kernel builder 2";

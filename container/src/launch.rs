@@ -223,11 +223,30 @@ fn spawn_prepared(p: Prepared) -> Result<Spawned, ContainerError> {
         nix::sched::setns(&join.fd, nix::sched::CloneFlags::CLONE_NEWPID)
             .map_err(|e| ContainerError::sys(format!("joining the pid namespace {}", join.path), e))?;
     }
+    // On a pure cgroup v2 host the child is born in its cgroup (clone3 CLONE_INTO_CGROUP).
+    let cgroup_dir = cgroup.as_ref().and_then(|cg| cg.sole_v2_dir()).and_then(|dir| {
+        nix::fcntl::open(
+            dir,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+    });
     let began = trace::start();
-    let pid = process::spawn(&mut config, flags)?;
+    let (pid, placed) = process::spawn_placed(
+        &mut config,
+        flags,
+        cgroup_dir.as_ref().map(std::os::fd::AsFd::as_fd),
+    )?;
+    drop(cgroup_dir);
     let child = ChildProcess::new(pid);
     trace::step("clone", began, || {
-        format!("pid {pid} (host view), flags {flags:?}")
+        let how = if placed {
+            "clone3, born in its cgroup (CLONE_INTO_CGROUP)"
+        } else {
+            "clone"
+        };
+        format!("pid {pid} (host view), flags {flags:?}, {how}")
     });
     if trace::enabled() {
         trace_namespaces(pid, &plan.isolation.namespaces);
@@ -259,7 +278,7 @@ fn spawn_prepared(p: Prepared) -> Result<Spawned, ContainerError> {
         console,
     };
     spawned.map_ids(plan, flags)?;
-    if let Some(cg) = &spawned.cgroup {
+    if let Some(cg) = spawned.cgroup.as_ref().filter(|_| !placed) {
         cg.add_pid(pid)
             .map_err(|e| ContainerError::Cgroup(e.to_string()))?;
     }

@@ -26,6 +26,64 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd), ContainerError> {
 /// thread of the launcher might hold: call this while the launcher has a single thread (the
 /// `sandbox` CLI does), and keep heavy work out of the child (the config is prepared here).
 pub fn spawn(cfg: &mut ChildConfig, flags: CloneFlags) -> Result<Pid, ContainerError> {
+    spawn_placed(cfg, flags, None).map(|(pid, _)| pid)
+}
+
+/// `clone3`'s argument block (`struct clone_args`, the version with `cgroup`: 88 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7): the child starts in the cgroup2 directory `cgroup` names.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// [`spawn`], with the child born in the cgroup2 directory `cgroup` (an open directory fd)
+/// through `clone3(CLONE_INTO_CGROUP)` where given and the kernel has it: no later write of
+/// its pid into `cgroup.procs`, which makes the kernel migrate a running task. Returns the pid
+/// and whether it was placed so; a kernel without `clone3` (or refusing the cgroup) gets the
+/// plain `clone`, and the caller moves the child itself.
+pub fn spawn_placed(
+    cfg: &mut ChildConfig,
+    flags: CloneFlags,
+    cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<(Pid, bool), ContainerError> {
+    if let Some(dir) = cgroup {
+        let args = CloneArgs {
+            flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: dir.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 reads `args` (valid for its size, which is passed); with no stack it
+        // behaves like fork, as the plain clone below does: the child continues here on its
+        // copy of this address space and never returns (child::main ends in exec or _exit).
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match rc {
+            0 => child::main(cfg),
+            pid if pid > 0 => return Ok((Pid::from_raw(pid as i32), true)),
+            // ENOSYS, E2BIG: an older kernel; others (a cgroup it refuses): the plain way, whose
+            // own error is the one to report if it fails too.
+            _ => {}
+        }
+    }
     let clone_flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     // SAFETY: clone with a null stack behaves like fork: the child gets a copy of this address
     // space and returns 0 here; it never returns from this function (child::main ends in exec
@@ -34,7 +92,7 @@ pub fn spawn(cfg: &mut ChildConfig, flags: CloneFlags) -> Result<Pid, ContainerE
     match rc {
         -1 => Err(clone_error(Errno::last(), flags)),
         0 => child::main(cfg),
-        pid => Ok(Pid::from_raw(pid as i32)),
+        pid => Ok((Pid::from_raw(pid as i32), false)),
     }
 }
 

@@ -554,6 +554,15 @@ impl Cgroup {
         self.parts.iter().find(|p| p.v2).map(|p| p.dir.as_path())
     }
 
+    /// The cgroup2 directory when it is the cgroup's only one (a pure v2 host): a process
+    /// cloned into it with `clone3(CLONE_INTO_CGROUP)` needs no [`Cgroup::add_pid`].
+    pub fn sole_v2_dir(&self) -> Option<&Path> {
+        match self.parts.as_slice() {
+            [part] if part.v2 => Some(part.dir.as_path()),
+            _ => None,
+        }
+    }
+
     /// The processes in the cgroup (from the first hierarchy that has it).
     pub fn pids(&self) -> Vec<i32> {
         let mut pids: Vec<i32> = self

@@ -67,6 +67,16 @@ fn quick_container_boot_and_cpu_write_a_report() {
     for chart in &report.charts {
         assert!(out.join(chart).is_file(), "{chart}");
     }
+    // Where the container's start goes, phase by phase, in one stacked chart.
+    assert!(
+        report.charts.iter().any(|c| c == "boot-phases.svg"),
+        "{:?}",
+        report.charts
+    );
+    let phases = std::fs::read_to_string(out.join("boot-phases.svg")).unwrap();
+    for phase in ["namespaces-ready", "rootfs-ready", "exec", "ready"] {
+        assert!(phases.contains(phase), "{phase} not in the phase chart");
+    }
 }
 
 #[test]

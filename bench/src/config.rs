@@ -117,6 +117,10 @@ pub struct Config {
     pub warmup: usize,
     /// Small sizes, short workloads, density of at most 2.
     pub quick: bool,
+    /// Sandboxes started at once in the density scenario, for every mode (`--density N`);
+    /// `None`: 8 containers and 4 VMs (2 each with `quick`).
+    #[serde(default)]
+    pub density: Option<usize>,
     /// Where report.md, report.json and the charts go.
     pub out: PathBuf,
     /// The image every sandbox and peer runs.
@@ -148,6 +152,7 @@ impl Config {
             runs: 10,
             warmup: 2,
             quick: false,
+            density: None,
             out,
             image: sandbox_spec::DEFAULT_IMAGE.to_string(),
             sandbox_bin,
@@ -163,6 +168,15 @@ impl Config {
 
     /// Sizes and durations of the workloads for this run.
     pub fn sizes(&self) -> Sizes {
+        let mut sizes = self.default_sizes();
+        if let Some(n) = self.density {
+            sizes.density_container = n;
+            sizes.density_vm = n;
+        }
+        sizes
+    }
+
+    fn default_sizes(&self) -> Sizes {
         if self.quick {
             Sizes {
                 disk_mib: 16,

@@ -224,7 +224,8 @@ pub struct Held {
     child: Child,
     what: String,
     started: Instant,
-    lines: mpsc::Receiver<String>,
+    /// Stdout lines, each with when the reader saw it.
+    lines: mpsc::Receiver<(Instant, String)>,
     stdout_seen: Vec<String>,
     stderr: Option<std::thread::JoinHandle<String>>,
     outcome_file: Option<OutcomeFile>,
@@ -250,7 +251,7 @@ impl Held {
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines() {
                     let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
+                    if tx.send((Instant::now(), line)).is_err() {
                         break;
                     }
                 }
@@ -284,7 +285,9 @@ impl Held {
         self.child.id()
     }
 
-    /// Waits until a stdout line satisfies `is_ready`; returns the time since spawn.
+    /// Waits until a stdout line satisfies `is_ready`; returns the time from the spawn until that
+    /// line arrived (not until this call saw it: with many held at once, one waited for later
+    /// may have been ready earlier).
     pub fn wait_ready(
         &mut self,
         is_ready: impl Fn(&str) -> bool,
@@ -294,11 +297,11 @@ impl Held {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
+                Ok((at, line)) => {
                     let ready = is_ready(&line);
                     self.stdout_seen.push(line);
                     if ready {
-                        return Ok(self.started.elapsed());
+                        return Ok(at.saturating_duration_since(self.started));
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -390,7 +393,7 @@ impl Held {
             .wait()
             .map_err(|e| BenchError::run(&self.what, format!("waiting for it: {e}")))?;
         let wall = self.started.elapsed();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+        while let Ok((_, line)) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.stdout_seen.push(line);
         }
         let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();

@@ -158,7 +158,12 @@ pub fn render(report: &Report) -> String {
         }
     }
     if !report.charts.is_empty() {
-        let _ = writeln!(s, "\n## Charts\n\nBars are medians; whiskers span min to p95.\n");
+        let _ = writeln!(
+            s,
+            "\n## Charts\n\nBars are medians; whiskers span min to p95; dots are the measured runs. \
+                 `boot-phases.svg` stacks each subject's phase medians: where its start goes \
+                 (peers without phases show their total).\n"
+        );
         for c in &report.charts {
             let _ = writeln!(s, "![{c}]({c})\n");
         }

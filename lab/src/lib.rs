@@ -265,6 +265,27 @@ fn boot_of(args: &[&OsStr], opts: &LabOptions, capture: bool) -> Result<Ended, L
     qemu::boot(&boot, &Progress::new(opts.progress))
 }
 
+/// Runs `boot` again, once, when L1's own kernel crashed the first time (an oops or panic on
+/// L1's console before the command reported an exit status), after telling `on_retry` the
+/// crash's signature and L1's console tail. That is a fault of the emulated host (QEMU TCG
+/// running nested KVM; seen under load, e.g. with many VMs at once), not of the command, and it
+/// comes rarely and at random; a second crash is returned as the error.
+pub fn retrying_an_l1_crash<T>(
+    mut boot: impl FnMut() -> Result<T, LabError>,
+    on_retry: impl FnOnce(&str, &str),
+) -> Result<T, LabError> {
+    match boot() {
+        Err(LabError::L1KernelCrashed {
+            signature,
+            console_tail,
+        }) => {
+            on_retry(&signature, &console_tail);
+            boot()
+        }
+        other => other,
+    }
+}
+
 /// Runs `sandbox ARGS` inside L1, streaming its stdout/stderr to ours; returns how it ended.
 pub fn run<S: AsRef<OsStr>>(args: &[S], opts: &LabOptions) -> Result<Ended, LabError> {
     let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
@@ -297,7 +318,7 @@ pub struct LabOutput {
 
 /// Runs `sandbox ARGS`: natively when this host has hardware KVM, else inside the lab. For VM
 /// end-to-end tests, which thereby always run the guest (an error when neither way works); a
-/// crash of L1's own kernel is retried once (see [`testing::retrying_an_l1_crash`]).
+/// crash of L1's own kernel is retried once (see [`retrying_an_l1_crash`]).
 pub fn run_sandbox(args: &[&str], opts: &LabOptions) -> Result<LabOutput, LabError> {
     if HostKvm::detect().needs_lab() {
         let start = Instant::now();
@@ -307,7 +328,10 @@ pub fn run_sandbox(args: &[&str], opts: &LabOptions) -> Result<LabOutput, LabErr
             .map(|a| a.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" ");
-        let ended = testing::retrying_an_l1_crash(&what, || boot_of(&args, opts, true))?;
+        let ended = retrying_an_l1_crash(
+            || boot_of(&args, opts, true),
+            |signature, tail| testing::announce_retry(&what, signature, tail),
+        )?;
         return Ok(LabOutput {
             status: ended.status,
             stdout: String::from_utf8_lossy(&ended.stdout).into_owned(),
@@ -392,6 +416,40 @@ pub fn qemu_run_captured<S: AsRef<OsStr>>(args: &[S], opts: &LabOptions) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_l1_kernel_crash_is_run_again_once_and_nothing_else_is() {
+        let crash = || LabError::L1KernelCrashed {
+            signature: "Kernel panic - not syncing".into(),
+            console_tail: "tail".into(),
+        };
+        let mut calls = 0;
+        let mut told = Vec::new();
+        let once = retrying_an_l1_crash(
+            || {
+                calls += 1;
+                if calls == 1 {
+                    Err(crash())
+                } else {
+                    Ok(calls)
+                }
+            },
+            |sig, tail| told.push(format!("{sig}: {tail}")),
+        );
+        assert_eq!(once.unwrap(), 2);
+        assert_eq!(told, ["Kernel panic - not syncing: tail"]);
+        let twice = retrying_an_l1_crash(|| Err::<(), _>(crash()), |_, _| {});
+        assert!(matches!(twice, Err(LabError::L1KernelCrashed { .. })));
+        let mut calls = 0;
+        let other = retrying_an_l1_crash(
+            || {
+                calls += 1;
+                Err::<(), _>(LabError::Interrupted)
+            },
+            |_, _| panic!("only an L1 crash is retried"),
+        );
+        assert!(matches!(other, Err(LabError::Interrupted)) && calls == 1);
+    }
 
     #[test]
     fn spots_vm_mode_without_its_own_kernel() {

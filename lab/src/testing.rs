@@ -13,7 +13,7 @@
 //! }
 //! ```
 
-use crate::{qemu_run_captured, Environment, HostKvm, LabError, LabOptions};
+use crate::{qemu_run_captured, retrying_an_l1_crash, Environment, HostKvm, LabError, LabOptions};
 use std::time::Instant;
 
 /// Where a delegated test's body runs.
@@ -73,7 +73,10 @@ pub fn delegate_with(test_name: &str, opts: &LabOptions) -> Result<Place, LabErr
         "--test-threads=1",
         "--nocapture",
     ];
-    let ended = retrying_an_l1_crash(test_name, || qemu_run_captured(&args, &opts))?;
+    let ended = retrying_an_l1_crash(
+        || qemu_run_captured(&args, &opts),
+        |signature, tail| announce_retry(test_name, signature, tail),
+    )?;
     let output = format!(
         "{}{}",
         String::from_utf8_lossy(&ended.stdout),
@@ -93,25 +96,10 @@ pub fn delegate_with(test_name: &str, opts: &LabOptions) -> Result<Place, LabErr
     Ok(Place::Lab { output })
 }
 
-/// Runs `boot` again, once, when L1's own kernel crashed the first time (an oops or panic on
-/// L1's console, before the command reported an exit status). That is a fault of the emulated
-/// host (QEMU TCG running nested KVM), not of the code under test, and it comes rarely and at
-/// random; the retry is announced with the crash, and a second crash fails the test.
-pub fn retrying_an_l1_crash<T>(
-    what: &str,
-    mut boot: impl FnMut() -> Result<T, LabError>,
-) -> Result<T, LabError> {
-    match boot() {
-        Err(LabError::L1KernelCrashed {
-            signature,
-            console_tail,
-        }) => {
-            eprintln!(
-                "--- {what}: L1's own kernel crashed ({signature}); running it again, once. \
-                 L1 console tail:\n{console_tail}\n---"
-            );
-            boot()
-        }
-        other => other,
-    }
+/// What a delegated test prints before its one rerun after L1's kernel crashed.
+pub fn announce_retry(what: &str, signature: &str, console_tail: &str) {
+    eprintln!(
+        "--- {what}: L1's own kernel crashed ({signature}); running it again, once. L1 console \
+         tail:\n{console_tail}\n---"
+    );
 }

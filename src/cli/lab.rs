@@ -135,7 +135,22 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     } else {
         None
     };
-    let result = sandbox_lab::run(&args.args, &opts);
+    let result = if terminal.is_some() {
+        sandbox_lab::run(&args.args, &opts)
+    } else {
+        // An oops or panic of L1's own kernel is a fault of the emulated host (it comes rarely,
+        // under load): the command runs once more, after a line saying so. Not with --tty,
+        // where a person is at the keyboard and can decide.
+        sandbox_lab::retrying_an_l1_crash(
+            || sandbox_lab::run(&args.args, &opts),
+            |signature, tail| {
+                eprintln!(
+                    "sandbox lab: L1's own kernel crashed ({signature}), a fault of the emulated \
+                     host, not of the command; running it again, once. L1 console tail:\n{tail}"
+                )
+            },
+        )
+    };
     if let Some(t) = terminal {
         t.finish();
     }

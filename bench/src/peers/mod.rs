@@ -141,6 +141,15 @@ impl Peers {
     }
 
     /// Boots `peer` and reads its memory once the guest is ready.
+    pub fn qemu_disk(
+        &mut self,
+        peer: Peer,
+        command: Vec<String>,
+        volume: Option<&std::path::Path>,
+    ) -> Result<(crate::process::Finished, String), BenchError> {
+        self.qemu.run_disk(peer, command, volume)
+    }
+
     pub fn qemu_memory(&mut self, peer: Peer) -> Result<Memory, BenchError> {
         self.qemu.memory(peer)
     }

@@ -3,7 +3,9 @@
 //! plus the union-fs copy-up cost: the first append to a large file that came with the image
 //! (overlayfs copies the whole file up first), beside the first append to a one-byte one.
 //! gVisor (runsc) runs the same workload on a writable copy of the image's root and on the same
-//! volume as a bind mount: every file operation goes through its Sentry and its gofer.
+//! volume as a bind mount: every file operation goes through its Sentry and its gofer. The
+//! tuned QEMU microvm runs it on the same guest kernel, root disk and an ext4 image of the same
+//! volume, so each VM figure has QEMU's block device beside it (`qemu-microvm/root`, `/volume`).
 
 use super::compute::{number, run_native};
 use super::{record, sandbox};
@@ -61,12 +63,74 @@ pub fn run(bench: &mut Bench, peers: &mut Peers) {
         });
     }
     runsc(bench, peers, scratch.path(), &mib);
+    qemu(bench, peers, scratch.path(), &mib);
     super::record_native(bench, Scenario::Disk, &["disk", "--path", &vol, "--mib", &mib]);
     bench.series(Scenario::Disk, "native", |_| {
         let what = "native disk";
         samples(&run_native(&["disk", "--path", &vol, "--mib", &mib], what)?, what)
     });
     copy_up(bench, sizes.copy_up_mib);
+}
+
+/// qemu-microvm/root and qemu-microvm/volume: the same workload in the tuned QEMU microvm, on a
+/// copy of VM mode's root disk and on an ext4 image of the volume directory (made as VM mode
+/// makes its own, once, before the runs), the volume's drive with O_DIRECT where possible.
+fn qemu(bench: &mut Bench, peers: &mut Peers, scratch: &Path, mib: &str) {
+    let peer = Peer::QemuMicrovm;
+    if !peers.usable(bench, peer, Scenario::Disk) {
+        return;
+    }
+    let image_dir = match tempfile::Builder::new().prefix("bench-qemu-vol-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            let e = BenchError::io("cannot create a directory in", std::env::temp_dir(), e);
+            bench.fail(Scenario::Disk, "qemu-microvm/volume", &e);
+            return;
+        }
+    };
+    let volume = image_dir.path().join("volume.ext4");
+    let root_cmd: Vec<String> = [
+        "sh",
+        "-c",
+        &format!("mkdir -p /bench-disk && exec sandbox-guest disk --path /bench-disk --mib {mib}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let vol_cmd: Vec<String> = ["sandbox-guest", "disk", "--path", "/vol", "--mib", mib]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    bench.series(Scenario::Disk, "qemu-microvm/root", |_| {
+        let what = "qemu-microvm disk on the root disk";
+        let (f, _) = peers.qemu_disk(peer, root_cmd.clone(), None)?;
+        samples(&f, what)
+    });
+    let built = sandbox_disk::build_volume_from_dir(scratch, &volume);
+    if let Err(e) = built {
+        bench.fail(
+            Scenario::Disk,
+            "qemu-microvm/volume",
+            &BenchError::run("the volume's ext4 image", e.to_string()),
+        );
+        return;
+    }
+    let mut options = String::new();
+    bench.series(Scenario::Disk, "qemu-microvm/volume", |_| {
+        let what = "qemu-microvm disk on a volume";
+        let (f, o) = peers.qemu_disk(peer, vol_cmd.clone(), Some(&volume))?;
+        options = o;
+        samples(&f, what)
+    });
+    bench.subject(peer.name(), "").set(
+        "disk scenario",
+        format!(
+            "root: a copy of VM mode's root disk; volume: an ext4 image of the volume directory \
+             on `-drive ...,format=raw,if=none,{options} -device virtio-blk-device` (cache=none \
+             needs a file system with O_DIRECT; tmpfs, the lab's, has none); the workload from a \
+             plan disk of its own"
+        ),
+    );
 }
 
 /// runsc/root (a writable copy of the image's root, on the same disk as the volume) and

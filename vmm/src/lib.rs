@@ -22,6 +22,7 @@ pub mod kvm_kind;
 pub mod layout;
 pub mod probe;
 pub mod rss;
+pub mod snapshot;
 pub mod state;
 pub mod stop_signals;
 pub mod tap;

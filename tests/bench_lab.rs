@@ -32,6 +32,8 @@ fn quick_boot_in_both_modes_with_every_peer() {
     let host_out = dir.path().join("report");
     let bench_args = ["bench", "--quick", "--scenario", "boot"];
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sandbox"));
+    // A stalled emulated host gets the run again, once (announced on stderr).
+    cmd.env(sandbox_lab::RETRY_STALLED_ENV, "1");
     let native = matches!(detect(), KvmKind::Hardware { .. });
     if native {
         cmd.args(bench_args).arg("--out").arg(&host_out);

@@ -20,6 +20,7 @@ fn the_container_probes_hold_on_cgroup_v2() {
         sandbox-guest probe syscalls; \
         sandbox-guest probe session";
     let out = Command::new(SANDBOX)
+        .env(sandbox_lab::RETRY_STALLED_ENV, "1")
         .args([
             "lab",
             "--",

@@ -102,6 +102,7 @@ fn bench_in_the_lab_measures_both_modes_and_exports_its_report() {
     let host = tempfile::tempdir().unwrap();
     let dest = host.path().join("report");
     let out = std::process::Command::new(SANDBOX)
+        .env(sandbox_lab::RETRY_STALLED_ENV, "1")
         .args(["lab", "--timeout", "400", "--export"])
         .arg(format!("/root/bench:{}", dest.display()))
         .args([

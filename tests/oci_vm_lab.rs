@@ -14,6 +14,7 @@ fn a_vm_mode_container_runs_through_containerd() {
     let bin = Path::new(env!("CARGO_BIN_EXE_sandbox")).parent().unwrap();
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/oci-vm-lab"))
         .env("SANDBOX_BIN_DIR", bin)
+        .env(sandbox_lab::RETRY_STALLED_ENV, "1")
         .output()
         .expect("scripts/oci-vm-lab runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -150,6 +150,8 @@ fn run_page(name: &str, page: &str) {
             .current_dir(work.path())
             .env("SANDBOX_TOUR_HIDDEN", &hidden)
             .env("SANDBOX_BIN_DIR", bin_dir)
+            // A stalled emulated host gets a lab block's run again, once (announced).
+            .env(sandbox_lab::RETRY_STALLED_ENV, "1")
             .env("PATH", &path)
             .env("SANDBOX_HOME", home.path())
             .stdin(std::process::Stdio::null())

@@ -286,6 +286,45 @@ pub fn retrying_an_l1_crash<T>(
     }
 }
 
+/// The environment variable that makes a timed-out lab run count as a stalled emulated host,
+/// run again once (see [`retrying_a_faulty_host`]); the project's lab tests set it.
+pub const RETRY_STALLED_ENV: &str = "SANDBOX_LAB_RETRY_STALLED";
+
+/// Whether [`RETRY_STALLED_ENV`] is set (to anything but `0` or nothing).
+pub fn retry_stalled_from_env() -> bool {
+    std::env::var(RETRY_STALLED_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// [`retrying_an_l1_crash`], and with `stalled`, also a run that hit its timeout: under TCG an
+/// L2 guest sometimes stops for good — halted with no wakeup, or L1 spinning silently — under
+/// our VMM and QEMU alike (seen in CI with both), and the same run passes again. Only for
+/// test runs, whose commands finish in a fraction of their timeout; `on_retry` says why.
+pub fn retrying_a_faulty_host(
+    mut boot: impl FnMut() -> Result<Ended, LabError>,
+    stalled: bool,
+    on_retry: impl FnOnce(&str, &str),
+) -> Result<Ended, LabError> {
+    let mut on_retry = Some(on_retry);
+    let first = retrying_an_l1_crash(&mut boot, |sig, tail| {
+        if let Some(f) = on_retry.take() {
+            f(sig, tail)
+        }
+    });
+    match first {
+        Ok(ended) if stalled && ended.timed_out => {
+            if let Some(f) = on_retry.take() {
+                f(
+                    "the command hit its timeout: the emulated host stalled, or the command hangs",
+                    "",
+                );
+                return boot();
+            }
+            Ok(ended)
+        }
+        other => other,
+    }
+}
+
 /// Runs `sandbox ARGS` inside L1, streaming its stdout/stderr to ours; returns how it ended.
 pub fn run<S: AsRef<OsStr>>(args: &[S], opts: &LabOptions) -> Result<Ended, LabError> {
     let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
@@ -318,7 +357,8 @@ pub struct LabOutput {
 
 /// Runs `sandbox ARGS`: natively when this host has hardware KVM, else inside the lab. For VM
 /// end-to-end tests, which thereby always run the guest (an error when neither way works); a
-/// crash of L1's own kernel is retried once (see [`retrying_an_l1_crash`]).
+/// crash of L1's own kernel or a stall past the timeout (default [`testing::TEST_TIMEOUT`]) is
+/// retried once (see [`retrying_a_faulty_host`]).
 pub fn run_sandbox(args: &[&str], opts: &LabOptions) -> Result<LabOutput, LabError> {
     if HostKvm::detect().needs_lab() {
         let start = Instant::now();
@@ -328,8 +368,10 @@ pub fn run_sandbox(args: &[&str], opts: &LabOptions) -> Result<LabOutput, LabErr
             .map(|a| a.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" ");
-        let ended = retrying_an_l1_crash(
-            || boot_of(&args, opts, true),
+        let opts = testing::with_test_timeout(opts);
+        let ended = retrying_a_faulty_host(
+            || boot_of(&args, &opts, true),
+            true,
             |signature, tail| testing::announce_retry(&what, signature, tail),
         )?;
         return Ok(LabOutput {
@@ -449,6 +491,51 @@ mod tests {
             |_, _| panic!("only an L1 crash is retried"),
         );
         assert!(matches!(other, Err(LabError::Interrupted)) && calls == 1);
+    }
+
+    #[test]
+    fn a_stalled_run_is_run_again_once_only_when_asked() {
+        let ended = |timed_out: bool| Ended {
+            status: if timed_out { 124 } else { 0 },
+            timed_out,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            boot: None,
+            total: std::time::Duration::ZERO,
+            kept: None,
+            export_error: None,
+        };
+        let mut calls = 0;
+        let mut told = 0;
+        let r = retrying_a_faulty_host(
+            || {
+                calls += 1;
+                Ok(ended(calls == 1))
+            },
+            true,
+            |_, _| told += 1,
+        );
+        assert_eq!((r.unwrap().status, calls, told), (0, 2, 1));
+        let mut calls = 0;
+        let r = retrying_a_faulty_host(
+            || {
+                calls += 1;
+                Ok(ended(true))
+            },
+            false,
+            |_, _| panic!("a timeout is final unless stalls are retried"),
+        );
+        assert_eq!((r.unwrap().status, calls), (124, 1));
+        let mut calls = 0;
+        let r = retrying_a_faulty_host(
+            || {
+                calls += 1;
+                Ok(ended(true))
+            },
+            true,
+            |_, _| {},
+        );
+        assert!(r.unwrap().timed_out && calls == 2, "a second stall is returned");
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! }
 //! ```
 
-use crate::{qemu_run_captured, retrying_an_l1_crash, Environment, HostKvm, LabError, LabOptions};
+use crate::{qemu_run_captured, retrying_a_faulty_host, Environment, HostKvm, LabError, LabOptions};
+use std::time::Duration;
 use std::time::Instant;
 
 /// Where a delegated test's body runs.
@@ -73,8 +74,10 @@ pub fn delegate_with(test_name: &str, opts: &LabOptions) -> Result<Place, LabErr
         "--test-threads=1",
         "--nocapture",
     ];
-    let ended = retrying_an_l1_crash(
+    let opts = with_test_timeout(&opts);
+    let ended = retrying_a_faulty_host(
         || qemu_run_captured(&args, &opts),
+        true,
         |signature, tail| announce_retry(test_name, signature, tail),
     )?;
     let output = format!(
@@ -99,7 +102,19 @@ pub fn delegate_with(test_name: &str, opts: &LabOptions) -> Result<Place, LabErr
 /// What a delegated test prints before its one rerun after L1's kernel crashed.
 pub fn announce_retry(what: &str, signature: &str, console_tail: &str) {
     eprintln!(
-        "--- {what}: L1's own kernel crashed ({signature}); running it again, once. L1 console \
+        "--- {what}: the emulated host failed ({signature}); running it again, once. L1 console \
          tail:\n{console_tail}\n---"
     );
+}
+
+/// The timeout a lab test run gets when it names none: every one finishes in a fraction of it,
+/// so reaching it means a stall (see [`retrying_a_faulty_host`]).
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `opts` with [`TEST_TIMEOUT`] unless it has a timeout of its own.
+pub fn with_test_timeout(opts: &LabOptions) -> LabOptions {
+    LabOptions {
+        timeout: opts.timeout.or(Some(TEST_TIMEOUT)),
+        ..opts.clone()
+    }
 }

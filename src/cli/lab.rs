@@ -141,12 +141,26 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         // An oops or panic of L1's own kernel is a fault of the emulated host (it comes rarely,
         // under load): the command runs once more, after a line saying so. Not with --tty,
         // where a person is at the keyboard and can decide.
-        sandbox_lab::retrying_an_l1_crash(
+        // With SANDBOX_LAB_RETRY_STALLED (the project's tests set it) a run that reaches its
+        // timeout is run again too.
+        // With SANDBOX_LAB_RETRY_STALLED (the project's tests set it) a run that reaches its
+        // timeout (the test default unless --timeout names one) is run again too.
+        let stalled = sandbox_lab::retry_stalled_from_env();
+        if stalled {
+            opts = sandbox_lab::testing::with_test_timeout(&opts);
+        }
+        sandbox_lab::retrying_a_faulty_host(
             || sandbox_lab::run(&args.args, &opts),
-            |signature, tail| {
+            stalled,
+            |why, tail| {
+                let tail = if tail.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(" L1 console tail:\n{tail}")
+                };
                 eprintln!(
-                    "sandbox lab: L1's own kernel crashed ({signature}), a fault of the emulated \
-                     host, not of the command; running it again, once. L1 console tail:\n{tail}"
+                    "sandbox lab: L1 failed ({why}), a fault of the emulated host as far as the \
+                     lab can tell; running the command again, once.{tail}"
                 )
             },
         )

@@ -150,6 +150,14 @@ fn bad_lab_options_name_the_value() {
         "{}",
         text(&out.stderr)
     );
+    // A bare number is bytes: the refusal says so and shows the unit to add.
+    let out = Command::new(SANDBOX)
+        .args(["lab", "--memory", "4096", "--", "doctor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("4096 bytes") && err.contains("4096M"), "{err}");
 }
 
 /// Every file under `dir` (recursively).

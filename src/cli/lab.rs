@@ -61,7 +61,7 @@ pub struct Args {
 
 fn parse_memory(s: &str) -> Result<u32, String> {
     let bytes = sandbox_spec::parse_size(s).map_err(|e| e.to_string())?;
-    if bytes < 1 << 20 {
+    if bytes < 1 << 20 && s.bytes().all(|b| b.is_ascii_digit()) {
         // `--memory 4096` meant MiB, but a bare number is bytes.
         return Err(format!(
             "{s} is {bytes} bytes, less than a MiB: give a unit, e.g. {s}M or 4G"

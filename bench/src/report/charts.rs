@@ -119,17 +119,12 @@ fn draw_phases(report: &Report, dir: &Path) -> Result<Option<String>, BenchError
         .build_cartesian_2d((0..n).into_segmented(), 0.0..top)
         .map_err(|e| err(e.to_string()))?;
     let labels: Vec<String> = subjects.iter().map(|s| s.0.clone()).collect();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .y_desc(format!("ms — {}", report.environment.place_description))
-        .x_labels(n)
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
+    draw_axes(
+        &mut chart,
+        &labels,
+        format!("ms — {}", report.environment.place_description),
+    )
+    .map_err(err)?;
     for (k, phase) in names.iter().enumerate() {
         let color = Palette99::pick(k).mix(0.85);
         let bars: Vec<Rectangle<(SegmentValue<usize>, f64)>> = subjects
@@ -201,17 +196,7 @@ fn draw(series: &[&Measurement], path: &Path, place: &str) -> Result<(), BenchEr
         .build_cartesian_2d((0..n).into_segmented(), 0.0..top)
         .map_err(|e| err(e.to_string()))?;
     let labels: Vec<String> = series.iter().map(|m| m.subject.clone()).collect();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .y_desc(format!("{} — {place}", first.unit))
-        .x_labels(n)
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
+    draw_axes(&mut chart, &labels, format!("{} — {place}", first.unit)).map_err(err)?;
     chart
         .draw_series(series.iter().enumerate().map(|(i, m)| {
             let color = Palette99::pick(i).mix(0.8);
@@ -247,4 +232,30 @@ fn draw(series: &[&Measurement], path: &Path, place: &str) -> Result<(), BenchEr
         .map_err(|e| err(e.to_string()))?;
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
+}
+
+/// The axes every chart here shares: one labelled bar slot per subject, `y_desc` on the y axis.
+fn draw_axes(
+    chart: &mut ChartContext<
+        '_,
+        SVGBackend<'_>,
+        Cartesian2d<
+            plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordusize>,
+            plotters::coord::types::RangedCoordf64,
+        >,
+    >,
+    labels: &[String],
+    y_desc: String,
+) -> Result<(), String> {
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc(y_desc)
+        .x_labels(labels.len())
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .draw()
+        .map_err(|e| e.to_string())
 }
